@@ -1,0 +1,343 @@
+"""Typed configuration: dataclass schema, layered YAML loading, strict merge, dotted overrides.
+
+A config file may name ``_base_`` files (a path or a list, relative to itself); they are merged
+first, in order, then the file itself, then command-line overrides ``key.sub=value``. Every merge is
+strict: an unknown key or a value of the wrong type is a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key or file in the message."""
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset in its official on-disk layout."""
+
+    layout: Literal["gta5", "synthia", "cityscapes", "folder"] = "gta5"
+    root: str = ""
+    #: Cityscapes split (train/val/test); ignored by gta5/synthia/folder.
+    split: str = "train"
+    #: Optional text file of sample names (one per line) restricting the dataset.
+    list_file: str | None = None
+    #: folder layout only: YAML/JSON file mapping raw mask values to train ids.
+    class_map: str | None = None
+    #: Resize every image (and label, nearest) to this [height, width] before augmentation.
+    resize: list[int] | None = None
+    #: What to do with broken samples (size mismatch, unreadable, unknown label values).
+    on_error: Literal["skip", "fail"] = "skip"
+
+
+@dataclass
+class AugmentConfig:
+    """Joint image+mask augmentation applied to training crops."""
+
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.5])
+    hflip: bool = True
+    photometric: bool = True
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.05
+    blur_prob: float = 0.3
+    noise_std: float = 0.03
+
+
+@dataclass
+class DataConfig:
+    """Source (labelled), target (unlabelled) and target validation sets."""
+
+    source: DatasetConfig = field(default_factory=DatasetConfig)
+    target: DatasetConfig | None = None
+    val: DatasetConfig | None = None
+    source_augment: AugmentConfig = field(default_factory=AugmentConfig)
+    target_augment: AugmentConfig = field(default_factory=AugmentConfig)
+    batch_size: int = 2
+    num_workers: int = 2
+    #: Class subset sizes (19/16/13) reported by evaluation; the first is the headline mIoU.
+    eval_subsets: list[int] = field(default_factory=lambda: [19])
+
+
+@dataclass
+class ModelConfig:
+    """DeepLab-v2 style segmentor."""
+
+    backbone: Literal["resnet101", "resnet50", "resnet18", "light"] = "resnet101"
+    #: "full" sums ASPP rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
+    aspp: Literal["full", "rates_6_12"] = "full"
+    num_classes: int = 19
+    #: Width multiplier of the light backbone (channels 16w, 32w, 64w, 128w).
+    light_width: int = 2
+    #: Initial weights: a torchvision ImageNet state dict, a DeepLab init file, or a drsl checkpoint.
+    pretrained: str | None = None
+    freeze_bn: bool = False
+    sync_bn: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """SGD with poly learning-rate decay; the heads get ``head_lr_mult`` times the base LR."""
+
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    head_lr_mult: float = 10.0
+    warmup_iters: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The iteration loop."""
+
+    iterations: int = 20000
+    #: Split every batch into this many micro-batches (gradient accumulation).
+    grad_accum: int = 1
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 1000
+    panel_every: int = 0
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Inference used by evaluation, pseudo-labelling and prediction."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])
+    stride: list[int] = field(default_factory=lambda: [341, 683])
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    #: Resize inputs to this [height, width] before inference; predictions return to label size.
+    resize: list[int] | None = None
+    batch_size: int = 1
+
+
+@dataclass
+class PseudoLabelConfig:
+    """Class-balanced pseudo-label selection (CBST)."""
+
+    portion_start: float = 0.2
+    portion_step: float = 0.1
+    portion_max: float = 0.5
+    #: MMDL fusion into selection: none, agree (both heads must agree), product (fused posterior).
+    fusion: Literal["none", "agree", "product"] = "agree"
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    save_confidence: bool = True
+
+
+@dataclass
+class DRSLConfig:
+    """The DRSL regulariser: MMDL head and stochastic mode alignment (METHOD.md part B)."""
+
+    enabled: bool = True
+    num_modes: int = 3
+    embed_dim: int = 32
+    hidden_dim: int = 128
+    kappa: float = 10.0
+    lambda_mm: float = 0.3
+    lambda_sma: float = 1.0
+    #: Iterations over which both weights ramp linearly from 0 to their value.
+    warmup_iters: int = 0
+    #: Mode means learned by gradient, or tracked as an EMA of the embeddings assigned to them.
+    mean_update: Literal["gradient", "ema"] = "gradient"
+    mean_ema: float = 0.99
+    sinkhorn_iters: int = 3
+    sinkhorn_epsilon: float = 0.05
+    #: Embeddings are sampled on a grid with this stride (in feature pixels) for the losses.
+    grid_stride: int = 1
+    samples_per_mode: int = 32
+    min_pixels_per_mode: int = 4
+    sma: bool = True
+    sma_distance: Literal["centroid_cosine", "pairwise"] = "centroid_cosine"
+    detach_source: bool = True
+    #: Optional margin push of target embeddings away from other modes' source centroids (0 = off).
+    sma_margin: float = 0.0
+    #: Which features SMA aligns: the MMDL head embeddings or the encoder features.
+    sma_space: Literal["embedding", "encoder"] = "embedding"
+
+
+@dataclass
+class AdaptConfig:
+    """How target images are used."""
+
+    method: Literal["source_only", "oracle", "cbst", "drsl"] = "source_only"
+    host: Literal["rounds", "online"] = "rounds"
+    rounds: int = 2
+    #: Training iterations in each self-training round (rounds host).
+    round_iterations: int = 2000
+    lambda_target: float = 1.0
+    #: EMA teacher momentum (online host).
+    ema_momentum: float = 0.999
+    #: Online host: portion of each class kept per batch (class-balanced, like CBST).
+    online_portion: float = 0.5
+    pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    drsl: DRSLConfig = field(default_factory=DRSLConfig)
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    name: str = "run"
+    seed: int = 0
+    work_dir: str = "runs/run"
+    #: Checkpoint to start from (weights only), for example the shared source-only model.
+    init_checkpoint: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> Any:
+    """Return ``value`` coerced to ``annotation`` (int -> float only), or raise ConfigError."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {type(value).__name__}")
+        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {type(value).__name__}")
+        return merge_dict(annotation(), value, prefix=f"{key}.")
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if type(value) is not annotation:
+            raise ConfigError(
+                f"config key '{key}': expected {annotation.__name__}, got {type(value).__name__} "
+                f"({value!r})"
+            )
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {annotation}")
+
+
+def merge_dict(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
+    """Strictly merge a nested dict into a dataclass instance (in place) and return it."""
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        annotation = hints[key]
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            merge_dict(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _check_type(value, annotation, full))
+    return obj
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return data
+
+
+def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The YAML layers of ``path``: its _base_ files (recursively) first, then itself."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config file {path} includes itself through _base_")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    for base in bases:
+        layers += _layers(path.parent / base, seen + (path,))
+    return layers + [(path, data)]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` (value as YAML) into its key path and value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def nest(keys: list[str], value: Any) -> dict[str, Any]:
+    """Turn ['a', 'b'], v into {'a': {'b': v}}."""
+    out: Any = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a Config from defaults, a YAML file with its bases, and dotted overrides."""
+    config = Config()
+    if path is not None:
+        for layer_path, data in _layers(Path(path)):
+            try:
+                merge_dict(config, data)
+            except ConfigError as exc:
+                raise ConfigError(f"{layer_path}: {exc}") from None
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        try:
+            merge_dict(config, nest(keys, value))
+        except ConfigError as exc:
+            raise ConfigError(f"command-line override '{text}': {exc}") from None
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain nested dict of a config dataclass (for YAML dumps and checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from :func:`config_to_dict` output, strictly."""
+    return merge_dict(Config(), data)
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

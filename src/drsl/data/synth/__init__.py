@@ -1,0 +1,1 @@
+"""data.synth package."""
