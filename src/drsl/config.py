@@ -74,12 +74,15 @@ class DataConfig:
 class ModelConfig:
     """DeepLab-v2 style segmentor."""
 
-    backbone: Literal["resnet101", "resnet50", "resnet18", "light"] = "resnet101"
+    #: torchvision ResNet-101/50 dilated to output stride 8, or the light dilated CPU backbone.
+    backbone: Literal["resnet101", "resnet50", "light"] = "resnet101"
     #: "full" sums ASPP rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
     aspp: Literal["full", "rates_6_12"] = "full"
     num_classes: int = 19
-    #: Width multiplier of the light backbone (channels 16w, 32w, 64w, 128w).
+    #: Width multiplier of the light backbone (stage channels 16w, 32w, 64w, 128w).
     light_width: int = 2
+    #: Residual blocks per stage of the light backbone.
+    light_depth: int = 1
     #: Initial weights: a torchvision ImageNet state dict, a DeepLab init file, or a drsl checkpoint.
     pretrained: str | None = None
     freeze_bn: bool = False

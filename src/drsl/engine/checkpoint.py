@@ -1,0 +1,76 @@
+"""Checkpoints: everything a run needs to continue bit-for-bit, written atomically, read safely.
+
+A training checkpoint holds the model (segmentor plus any regulariser and EMA teacher), optimizer,
+scheduler, gradient scaler, iteration, RNG states and the resolved config. Files are written to a
+temporary name and renamed, so a crash never leaves a half-written ``latest.pt``; they are read
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drsl.fileio import atomic_write_bytes
+
+LATEST = "latest.pt"
+_ITER_NAME = re.compile(r"^iter_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the file and the reason."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Serialise ``state`` (tensors, numbers, strings, nested dicts/lists) atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a drsl checkpoint (no 'model' entry)")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch RNG states of this process (CPU and, if present, CUDA)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(work_dir: str | Path) -> Path | None:
+    """``work_dir/checkpoints/latest.pt`` if it exists."""
+    path = Path(work_dir) / "checkpoints" / LATEST
+    return path if path.is_file() else None
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``iter_N.pt`` files in ``folder``."""
+    numbered = sorted(
+        (int(m.group(1)), p) for p in folder.glob("iter_*.pt") if (m := _ITER_NAME.match(p.name))
+    )
+    for _, path in numbered[:-keep] if keep > 0 else numbered:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,65 @@
+"""torch.distributed set-up for runs launched by torchrun (or a single process without it)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that logs and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when several processes take part."""
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that torchrun describes in the environment (if any) and pick a device.
+
+    ``device`` is "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+    """
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        return DistInfo(rank, world_size, local_rank, torch.device("cuda", local_rank))
+    return DistInfo(rank, world_size, local_rank, torch.device("cpu"))
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks in place (no-op in a single process) and return it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def shutdown() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,226 @@
+"""The training loop, owned once: SGD with poly decay, AMP, gradient accumulation, DDP, logging,
+evaluation and checkpoints. Hosts supply batches and a module whose forward returns the loss."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from drsl.config import Config
+from drsl.engine.checkpoint import (
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from drsl.engine.distributed import DistInfo, barrier
+from drsl.engine.logging import RunLogger
+
+
+class StepOutput(NamedTuple):
+    """What a training module's forward returns: the loss to minimise and scalars to log."""
+
+    loss: Tensor
+    logs: dict[str, float]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the iteration and every loss term."""
+
+
+def poly_factor(iteration: int, total: int, power: float, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then (1 - t / T) ** power."""
+    if warmup > 0 and iteration < warmup:
+        return (iteration + 1) / warmup
+    return max(0.0, 1.0 - iteration / max(total, 1)) ** power
+
+
+def move_to(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move every tensor of a nested batch to ``device``; 4-d float images optionally NHWC."""
+    if isinstance(batch, Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, dict):
+        return {k: move_to(v, device, channels_last) for k, v in batch.items()}
+    return batch
+
+
+def split_batch(batch: Any, parts: int) -> list[Any]:
+    """Split every tensor of a nested batch into ``parts`` micro-batches along dim 0."""
+    if parts == 1:
+        return [batch]
+    if isinstance(batch, Tensor):
+        return list(batch.chunk(parts))
+    if isinstance(batch, dict):
+        pieces = {k: split_batch(v, parts) for k, v in batch.items()}
+        return [{k: v[i] for k, v in pieces.items()} for i in range(parts)]
+    if isinstance(batch, list):
+        size = math.ceil(len(batch) / parts)
+        return [batch[i * size:(i + 1) * size] for i in range(parts)]
+    return [batch] * parts
+
+
+class Trainer:
+    """Optimises a training module for a number of iterations, resumably.
+
+    The module's ``forward(batch, iteration)`` returns a :class:`StepOutput`; its
+    ``param_groups(optim_cfg)`` lists parameter groups with their ``lr`` multipliers.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        module: nn.Module,
+        dist: DistInfo,
+        logger: RunLogger,
+        evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    ) -> None:
+        self.config, self.dist, self.logger, self.evaluate = config, dist, logger, evaluate
+        train = config.train
+        if config.model.sync_bn and dist.enabled:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        self.module = module.to(dist.device)
+        if train.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.model: nn.Module = (
+            DistributedDataParallel(self.module, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+            if dist.enabled
+            else self.module
+        )
+        groups = module.param_groups(config.optim)  # type: ignore[operator]
+        for group in groups:
+            group["lr"] = config.optim.lr * group.pop("lr_mult", 1.0)
+            group["initial_lr"] = group["lr"]
+        self.optimizer = torch.optim.SGD(
+            groups, lr=config.optim.lr, momentum=config.optim.momentum,
+            weight_decay=config.optim.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda it: poly_factor(it, train.iterations, config.optim.poly_power, config.optim.warmup_iters),
+        )
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp)
+        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=train.amp == "fp16")
+        self.iteration = 0
+        self.checkpoint_dir = Path(config.work_dir) / "checkpoints"
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue: model, optimizer, scheduler, scaler, RNG, iteration."""
+        from drsl.config import config_to_dict
+
+        return {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "rng": rng_state(),
+            "config": config_to_dict(self.config),
+        }
+
+    def save(self, keep_numbered: bool = True) -> None:
+        """Write ``latest.pt`` (and ``iter_N.pt``) on the main rank; every rank waits for it."""
+        if self.dist.is_main:
+            state = self.state_dict()
+            save_checkpoint(self.checkpoint_dir / "latest.pt", state)
+            if keep_numbered:
+                save_checkpoint(self.checkpoint_dir / f"iter_{self.iteration}.pt", state)
+                prune_checkpoints(self.checkpoint_dir, keep=3)
+        barrier()
+
+    def resume(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save`."""
+        state = load_checkpoint(path)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        restore_rng_state(state["rng"])
+
+    # ----------------------------------------------------------------------------- loop
+    def _forward_backward(self, batch: Any) -> dict[str, float]:
+        parts = self.config.train.grad_accum
+        logs: dict[str, float] = {}
+        for index, micro in enumerate(split_batch(batch, parts)):
+            last = index == parts - 1
+            sync = self.model.no_sync() if self.dist.enabled and not last else nullcontext()
+            with sync, torch.autocast(
+                self.dist.device.type, dtype=self.amp_dtype or torch.float32,
+                enabled=self.amp_dtype is not None,
+            ):
+                output: StepOutput = self.model(micro, self.iteration)
+            if not torch.isfinite(output.loss):
+                terms = ", ".join(f"{k}={v:.4g}" for k, v in output.logs.items())
+                raise NonFiniteLossError(
+                    f"non-finite loss {output.loss.item()} at iteration {self.iteration} ({terms}); "
+                    "lower the learning rate, check the labels, or use amp=bf16 instead of fp16"
+                )
+            with sync:
+                self.scaler.scale(output.loss / parts).backward()
+            for key, value in output.logs.items():
+                logs[key] = logs.get(key, 0.0) + value / parts
+        return logs
+
+    def step(self, batch: Any) -> dict[str, float]:
+        """One optimiser step on one (global) batch; returns the averaged logs."""
+        self.model.train()
+        batch = move_to(batch, self.dist.device, self.config.train.channels_last)
+        logs = self._forward_backward(batch)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.iteration += 1
+        return logs
+
+    def fit(
+        self,
+        batches: Iterator[Any],
+        until: int,
+        after_step: Callable[[int], None] | None = None,
+        description: str = "train",
+    ) -> None:
+        """Train until ``self.iteration == until``, logging, evaluating and checkpointing."""
+        train = self.config.train
+        self.logger.start_progress(until, self.iteration, description)
+        tick = time.perf_counter()
+        while self.iteration < until:
+            logs = self.step(next(batches))
+            if after_step is not None:
+                after_step(self.iteration)
+            self.logger.advance(logs)
+            if train.log_every and self.iteration % train.log_every == 0:
+                elapsed = time.perf_counter() - tick
+                tick = time.perf_counter()
+                self.logger.scalars(
+                    self.iteration,
+                    {**logs, "lr": self.optimizer.param_groups[0]["lr"],
+                     "seconds_per_iter": elapsed / train.log_every},
+                    prefix="train/",
+                )
+            if self.evaluate is not None and train.eval_every and self.iteration % train.eval_every == 0:
+                self.run_evaluation()
+            if train.checkpoint_every and self.iteration % train.checkpoint_every == 0:
+                self.save()
+        self.logger.close_progress()
+
+    def run_evaluation(self) -> dict[str, float]:
+        """Evaluate the current model and log the results."""
+        assert self.evaluate is not None
+        results = self.evaluate(self.module, self.iteration)
+        self.logger.scalars(self.iteration, results, prefix="val/")
+        return results
+
