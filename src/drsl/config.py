@@ -139,6 +139,8 @@ class PseudoLabelConfig:
     portion_step: float = 0.1
     portion_max: float = 0.5
     #: MMDL fusion into selection: none, agree (both heads must agree), product (fused posterior).
+    #: It starts once the MMDL head is trained: from round 1 (rounds host) or after
+    #: adapt.drsl.warmup_iters iterations (online host).
     fusion: Literal["none", "agree", "product"] = "agree"
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
@@ -180,11 +182,11 @@ class DRSLConfig:
 class AdaptConfig:
     """How target images are used."""
 
-    method: Literal["source_only", "oracle", "cbst", "drsl"] = "source_only"
+    #: source_only (also the oracle, whose source is the labelled target), cbst or drsl.
+    method: Literal["source_only", "cbst", "drsl"] = "source_only"
     host: Literal["rounds", "online"] = "rounds"
+    #: Self-training rounds (rounds host); train.iterations is split evenly between them.
     rounds: int = 2
-    #: Training iterations in each self-training round (rounds host).
-    round_iterations: int = 2000
     lambda_target: float = 1.0
     #: EMA teacher momentum (online host).
     ema_momentum: float = 0.999

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from drsl.fileio import atomic_write_text
+
 log = logging.getLogger("drsl")
 
 
@@ -44,6 +46,14 @@ class RunLogger:
         record = {"step": step, **{f"{prefix}{k}": v for k, v in values.items()}}
         with open(self.work_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop metrics.jsonl records past ``step`` (they are recomputed after a resume)."""
+        path = self.work_dir / "metrics.jsonl"
+        if not self.enabled or not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         """Log an HxWx3 uint8 image."""

@@ -1,0 +1,134 @@
+"""The training module shared by every method: supervised source loss, optional target loss on
+pseudo-labels (from files or from an EMA teacher), optional DRSL regulariser.
+
+source-only / oracle: CE(source). CBST: + lambda_target * CE(target, pseudo-labels).
+DRSL: + the regulariser's lambda_mm * MMDL + lambda_sma * SMA (it weighs its own terms).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from drsl.adaptation.ema import EMATeacher
+from drsl.adaptation.posterior import fused_probabilities
+from drsl.adaptation.pseudo_labels import select_class_balanced
+from drsl.config import Config, OptimConfig
+from drsl.data.labels import IGNORE_INDEX
+from drsl.engine.trainer import StepOutput
+from drsl.models.segmentor import Segmentor
+
+
+def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Pixel cross-entropy at label resolution (logits upsampled bilinearly), ignoring 255.
+
+    Returns a graph-connected zero when every pixel is ignored.
+    """
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    valid = labels != IGNORE_INDEX
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+
+
+def to_float_images(images: Tensor) -> Tensor:
+    """uint8 images to float in [0, 1] (float inputs are passed through)."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
+class SelfTrainingModule(nn.Module):
+    """Segmentor plus, depending on the method, a DRSL regulariser and an EMA teacher."""
+
+    def __init__(
+        self,
+        segmentor: Segmentor,
+        config: Config,
+        regularizer: nn.Module | None = None,
+        teacher: EMATeacher | None = None,
+    ) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+        self.regularizer = regularizer
+        self.teacher = teacher
+        self.adapt = config.adapt
+
+    @property
+    def uses_target(self) -> bool:
+        """True for methods that train on target pseudo-labels."""
+        return self.adapt.method in ("cbst", "drsl")
+
+    def param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
+        """Encoder at the base learning rate; classifier and MMDL head at ``head_lr_mult`` times it."""
+        heads = list(self.segmentor.head_parameters())
+        if self.regularizer is not None:
+            heads += [p for p in self.regularizer.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in self.segmentor.encoder_parameters() if p.requires_grad], "lr_mult": 1.0},
+            {"params": heads, "lr_mult": optim.head_lr_mult},
+        ]
+
+    def student_parts(self) -> list[nn.Module]:
+        """The modules an EMA teacher copies: segmentor and, for DRSL, the regulariser."""
+        return [self.segmentor] + ([self.regularizer] if self.regularizer is not None else [])
+
+    def get_extra_state(self) -> dict[str, Tensor]:
+        """The regulariser's sampling RNG, so a resumed run draws the same SMA samples."""
+        return {"sma_rng": self.regularizer.get_rng_state()} if self.regularizer is not None else {}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`get_extra_state`."""
+        if self.regularizer is not None and "sma_rng" in state:
+            self.regularizer.set_rng_state(state["sma_rng"])
+
+    @torch.no_grad()
+    def teacher_pseudo_labels(self, target_images: Tensor, size: torch.Size, iteration: int) -> Tensor:
+        """Class-balanced pseudo-labels for a target batch from the EMA teacher (online host)."""
+        assert self.teacher is not None
+        segmentor = self.teacher.model[0]
+        regularizer = self.teacher.model[1] if len(self.teacher.model) > 1 else None
+        fusion = self.adapt.pseudo_label.fusion
+        if iteration < self.adapt.drsl.warmup_iters:
+            fusion = "none"
+        probs = fused_probabilities(segmentor, regularizer, target_images, fusion)
+        probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        return select_class_balanced(probs, self.adapt.online_portion)
+
+    def forward(self, batch: dict[str, Any], iteration: int = 0) -> StepOutput:
+        """Losses for one (micro-)batch ``{"source": {...}, "target": {...}}``."""
+        source = batch["source"]
+        source_images = to_float_images(source["image"])
+        if not self.uses_target:
+            output = self.segmentor(source_images)
+            loss = segmentation_loss(output.logits, source["label"])
+            return StepOutput(loss, {"loss_source": loss.item()})
+
+        target = batch["target"]
+        target_images = to_float_images(target["image"])
+        if self.teacher is not None:
+            target_labels = self.teacher_pseudo_labels(
+                target_images, target["label"].shape[-2:], iteration
+            )
+        else:
+            target_labels = target["label"]
+        images = torch.cat([source_images, target_images])
+        output = self.segmentor(images)
+        n = source_images.shape[0]
+        loss_source = segmentation_loss(output.logits[:n], source["label"])
+        loss_target = segmentation_loss(output.logits[n:], target_labels)
+        loss = loss_source + self.adapt.lambda_target * loss_target
+        logs = {
+            "loss_source": loss_source.item(),
+            "loss_target": loss_target.item(),
+            "pseudo_coverage": (target_labels != IGNORE_INDEX).float().mean().item(),
+        }
+        if self.regularizer is not None:
+            reg_loss, reg_logs = self.regularizer(
+                output.features[:n], source["label"], output.features[n:], target_labels, step=iteration
+            )
+            loss = loss + reg_loss
+            logs.update({f"drsl/{k}": float(v) for k, v in reg_logs.items()})
+        logs["loss"] = loss.item()
+        return StepOutput(loss, logs)
