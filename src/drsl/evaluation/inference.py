@@ -1,0 +1,128 @@
+"""Test-time inference: whole image or sliding window, flip and multi-scale averaging.
+
+The model enters as ``prob_fn``: a callable from a float image batch ``(B, 3, h, w)`` in [0, 1]
+to class probabilities ``(B, C, h', w')`` at any resolution (a softmaxed segmentation head, a
+fused posterior...). Every probability map is resized bilinearly (``align_corners=False``) to
+the output size and the maps of all (scale, flip) passes are averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from drsl.config import EvalConfig
+
+__all__ = ["ProbFn", "predict_labels", "predict_probs", "window_starts"]
+
+ProbFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of a (B, C, H, W) tensor (returned as is when already at ``size``)."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _call(prob_fn: ProbFn, x: torch.Tensor) -> torch.Tensor:
+    """``prob_fn(x)`` as float32, checked to be a (B, C, h', w') batch."""
+    probs = prob_fn(x)
+    if probs.ndim != 4 or probs.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"prob_fn returned shape {tuple(probs.shape)} for an input of shape {tuple(x.shape)}; "
+            "expected (B, C, h', w')"
+        )
+    return probs.float()
+
+
+def window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """Start offsets of crops of size ``crop`` every ``stride`` covering ``0..length-1``.
+
+    The last window is shifted back to end at the border; a length below ``crop`` gives the
+    single offset 0 (the caller pads).
+    """
+    if crop < 1 or not 1 <= stride <= crop:
+        raise ValueError(f"need crop >= 1 and 1 <= stride <= crop, got crop {crop} stride {stride}")
+    if length <= crop:
+        return [0]
+    count = -(-(length - crop) // stride) + 1
+    return [min(i * stride, length - crop) for i in range(count)]
+
+
+def _slide(
+    prob_fn: ProbFn, x: torch.Tensor, crop: Sequence[int], stride: Sequence[int]
+) -> torch.Tensor:
+    """Sliding-window probabilities at the resolution of ``x``, overlaps averaged."""
+    height, width = x.shape[-2:]
+    crop_h, crop_w = int(crop[0]), int(crop[1])
+    rows = window_starts(height, crop_h, int(stride[0]))
+    cols = window_starts(width, crop_w, int(stride[1]))
+    # Zero-pad (bottom/right) an image smaller than the crop; the padding is cropped off below.
+    x = F.pad(x, (0, max(crop_w - width, 0), 0, max(crop_h - height, 0)))
+    total: torch.Tensor | None = None
+    count = torch.zeros(x.shape[-2:], device=x.device)
+    for top in rows:
+        for left in cols:
+            window = x[..., top : top + crop_h, left : left + crop_w]
+            probs = _resize(_call(prob_fn, window), (crop_h, crop_w))
+            if total is None:
+                total = probs.new_zeros((x.shape[0], probs.shape[1], *x.shape[-2:]))
+            total[..., top : top + crop_h, left : left + crop_w] += probs
+            count[top : top + crop_h, left : left + crop_w] += 1
+    assert total is not None
+    return (total / count)[..., :height, :width]
+
+
+@torch.inference_mode()
+def predict_probs(
+    prob_fn: ProbFn,
+    images: torch.Tensor,
+    cfg: EvalConfig,
+    out_size: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Averaged class probabilities (B, C, H, W) at ``out_size`` (default: the input size).
+
+    Follows ``cfg``: optional ``resize`` of the input first; then, for each of ``scales`` (and
+    each flip when ``flip``), the rescaled input goes through ``prob_fn`` whole or by sliding
+    windows (``mode == "slide"``, ``crop_size``/``stride`` in pixels of the rescaled input);
+    flipped outputs are flipped back; every map is upsampled to the output size and averaged.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    if not cfg.scales:
+        raise ValueError("cfg.scales is empty")
+    target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
+    base = _resize(images.float(), cfg.resize) if cfg.resize is not None else images.float()
+    base_h, base_w = base.shape[-2:]
+    total: torch.Tensor | None = None
+    passes = 0
+    for scale in cfg.scales:
+        size = (max(1, int(base_h * scale + 0.5)), max(1, int(base_w * scale + 0.5)))
+        scaled = _resize(base, size)
+        for flip in (False, True) if cfg.flip else (False,):
+            x = scaled.flip(-1) if flip else scaled
+            if cfg.mode == "slide":
+                probs = _slide(prob_fn, x, cfg.crop_size, cfg.stride)
+            else:
+                probs = _call(prob_fn, x)
+            probs = _resize(probs.flip(-1) if flip else probs, target)
+            total = probs if total is None else total + probs
+            passes += 1
+    assert total is not None
+    return total / passes
+
+
+@torch.inference_mode()
+def predict_labels(
+    prob_fn: ProbFn,
+    images: torch.Tensor,
+    cfg: EvalConfig,
+    out_size: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence, label), each (B, H, W): max and argmax (int64) of :func:`predict_probs`."""
+    confidence, labels = predict_probs(prob_fn, images, cfg, out_size).max(dim=1)
+    return confidence, labels
