@@ -196,10 +196,8 @@ def run_training(config: Config, resume: str | bool | None = None, device: str =
     ctx = build_context(config, resume, dist)
     try:
         if not ctx.module.uses_target:
-            ctx.trainer.fit(
-                batches(ctx.source, config, config.seed, ctx.trainer.iteration, dist),
-                until=config.train.iterations,
-            )
+            source = batches(ctx.source, config, config.seed, ctx.trainer.iteration, dist)
+            ctx.trainer.fit(({"source": batch} for batch in source), until=config.train.iterations)
         elif config.adapt.host == "rounds":
             run_rounds(ctx)
         else:

@@ -1,0 +1,164 @@
+"""The Python API: load a checkpoint and segment images, evaluate, pseudo-label, export.
+
+>>> from drsl.api import load_model                       # doctest: +SKIP
+>>> labels = load_model("runs/x/checkpoints/latest.pt").segment(image)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from drsl.config import Config, config_from_dict, load_config, merge_dict, nest, parse_override
+from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from drsl.engine.distributed import DistInfo, init_distributed
+from drsl.evaluation.inference import predict_probs
+
+
+def _config_for(state: dict[str, Any], path: str | Path, config: str | Path | None, overrides: list[str]) -> Config:
+    if config is not None:
+        from drsl.configs import resolve_config_path
+
+        return load_config(resolve_config_path(str(config)), overrides)
+    if "config" not in state:
+        raise CheckpointError(f"{path} stores no config: pass --config")
+    cfg = config_from_dict(state["config"])
+    for text in overrides:
+        keys, value = parse_override(text)
+        merge_dict(cfg, nest(keys, value))
+    return cfg
+
+
+class SegmentationModel:
+    """A trained segmentor (and its DRSL regulariser, if any) ready for inference."""
+
+    def __init__(self, module: torch.nn.Module, config: Config, device: torch.device) -> None:
+        self.module = module.to(device).eval()
+        self.config = config
+        self.device = device
+
+    @property
+    def has_modes(self) -> bool:
+        """True for DRSL models, which can report each pixel's mode."""
+        return self.module.regularizer is not None
+
+    def _tensor(self, image: np.ndarray | Image.Image | Tensor) -> Tensor:
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        batch = image.unsqueeze(0) if image.dim() == 3 else image
+        batch = batch.to(self.device)
+        return batch.float().div(255.0) if batch.dtype == torch.uint8 else batch.float()
+
+    @torch.inference_mode()
+    def probabilities(self, image: np.ndarray | Image.Image | Tensor, eval_cfg: Any = None) -> Tensor:
+        """Class probabilities (B, C, H, W) at the input size, with the config's inference options."""
+        images = self._tensor(image)
+        fn = lambda x: torch.softmax(self.module.segmentor(x).logits.float(), dim=1)  # noqa: E731
+        return predict_probs(fn, images, eval_cfg or self.config.eval, out_size=images.shape[-2:])
+
+    def segment(self, image: np.ndarray | Image.Image | Tensor) -> np.ndarray:
+        """Train-id label map (H, W) uint8 of one HxWx3 uint8 RGB image (numpy or PIL)."""
+        return self.probabilities(image).argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+    @torch.inference_mode()
+    def mode_map(self, image: np.ndarray | Image.Image | Tensor, labels: np.ndarray) -> np.ndarray:
+        """Each pixel's mode (H, W) under the given labels; 255 where unlabelled (DRSL models only)."""
+        if not self.has_modes:
+            raise ValueError("this checkpoint has no MMDL head (not a DRSL model)")
+        images = self._tensor(image)
+        features = self.module.segmentor(images).features
+        label_tensor = torch.as_tensor(labels, device=self.device).long()[None]
+        small = torch.nn.functional.interpolate(
+            label_tensor[:, None].float(), size=features.shape[-2:], mode="nearest"
+        )[:, 0].long()
+        modes = self.module.regularizer.mode_map(features, small).float()
+        return torch.nn.functional.interpolate(
+            modes[:, None], size=images.shape[-2:], mode="nearest"
+        )[0, 0].to(torch.uint8).cpu().numpy()
+
+
+def load_model(
+    checkpoint: str | Path,
+    config: str | Path | None = None,
+    overrides: list[str] | None = None,
+    device: str = "auto",
+) -> SegmentationModel:
+    """Load a training checkpoint or export for inference (weights only, never unpickled)."""
+    from drsl.training import build_module
+
+    state = load_checkpoint(checkpoint)
+    cfg = _config_for(state, checkpoint, config, overrides or [])
+    cfg.init_checkpoint = None
+    cfg.model.pretrained = None
+    module = build_module(dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, host="rounds")))
+    weights = {k: v for k, v in state["model"].items() if not k.startswith("teacher.")}
+    from drsl.models.weights import load_matching
+
+    load_matching(module, weights, str(checkpoint))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    return SegmentationModel(module, cfg, torch.device("cuda" if use_cuda else "cpu"))
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a slim inference checkpoint: weights (no teacher, no optimizer) and the config."""
+    state = load_checkpoint(checkpoint)
+    slim = {
+        "model": {k: v for k, v in state["model"].items() if not k.startswith("teacher.")},
+        "config": state.get("config", {}),
+        "iteration": state.get("iteration", 0),
+    }
+    save_checkpoint(out, slim)
+    return Path(out)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, config: str | Path | None = None, overrides: list[str] | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """19/16/13-class mIoU of a checkpoint on its config's val set."""
+    from drsl.data.registry import build_dataset
+    from drsl.evaluation.evaluate import evaluate, segmentor_prob_fn
+
+    model = load_model(checkpoint, config, overrides, device)
+    dist = init_distributed(device)
+    if model.config.data.val is None:
+        raise CheckpointError(f"the config of {checkpoint} has no data.val: pass --config or data.val=...")
+    summary, matrix = evaluate(
+        segmentor_prob_fn(model.module.segmentor), build_dataset(model.config.data.val),
+        model.config.eval, dataclasses.replace(dist, device=model.device),
+        model.config.model.num_classes, model.config.data.eval_subsets, progress=True,
+    )
+    summary["confusion_matrix"] = matrix.tolist()
+    return summary
+
+
+def pseudo_label_checkpoint(
+    checkpoint: str | Path, out: str | Path, portion: float, round_index: int = 0,
+    fusion: str | None = None, config: str | Path | None = None,
+    overrides: list[str] | None = None, device: str = "auto",
+) -> dict[str, Any]:
+    """Class-balanced pseudo-labels of a checkpoint's target set, written to ``out``."""
+    from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels
+    from drsl.data.registry import build_dataset
+
+    model = load_model(checkpoint, config, overrides, device)
+    cfg = model.config
+    if cfg.data.target is None:
+        raise CheckpointError(f"the config of {checkpoint} has no data.target: pass --config")
+    fusion = fusion or ("agree" if model.has_modes else "none")
+    dist: DistInfo = dataclasses.replace(init_distributed(device), device=model.device)
+    return generate_pseudo_labels(
+        model.module, build_dataset(cfg.data.target, require_labels=False), out, cfg, dist,
+        portion, round_index, fusion, checkpoint=str(checkpoint),
+    )
+

@@ -1,0 +1,223 @@
+"""The ``drsl`` command. Subcommands parse their arguments and delegate; errors that come from
+the user's input (config, data, checkpoints) are printed as one clear line, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from drsl.config import ConfigError
+from drsl.data.errors import DataError
+from drsl.engine.checkpoint import CheckpointError
+from drsl.engine.trainer import NonFiniteLossError
+from drsl.models.weights import WeightsError
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError)
+
+EPILOG = """examples:
+  drsl data synth data/synth --seed 0            generate the built-in benchmark
+  drsl train synth/source_only                   train on it (a packaged config name or a YAML path)
+  drsl train synth/drsl init_checkpoint=runs/synth_source_only/checkpoints/latest.pt
+  drsl evaluate runs/synth_drsl/checkpoints/latest.pt --flip
+  drsl demo                                      all of the above, then a report
+"""
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. train.iterations=100 data.batch_size=4",
+    )
+
+
+def _add_config_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a drsl checkpoint (training checkpoint or export)")
+    parser.add_argument("--config", help="config to use instead of the one stored in the checkpoint")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_overrides(parser)
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["whole", "slide"], help="whole-image or sliding-window inference")
+    parser.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
+    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale inference, e.g. 0.75 1 1.25")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="drsl",
+        description="Unsupervised domain adaptation for semantic segmentation: DRSL, class-balanced "
+        "self-training (CBST) and source-only baselines, on GTA5 / SYNTHIA / Cityscapes layouts "
+        "or your own folders.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="generate the built-in benchmark, check or convert datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    synth = data_sub.add_parser("synth", help="write the generated street benchmark (GTA5 + Cityscapes layouts)")
+    synth.add_argument("out", help="output folder (source/ and target/ are written inside)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--num-source", type=int, default=600)
+    synth.add_argument("--num-target-train", type=int, default=600)
+    synth.add_argument("--num-target-val", type=int, default=150)
+    synth.add_argument("--workers", type=int, default=2)
+    check = data_sub.add_parser("check", help="validate a dataset before a long run")
+    check.add_argument("root", help="dataset root in its official layout")
+    check.add_argument("--layout", required=True, choices=["gta5", "synthia", "cityscapes", "folder"])
+    check.add_argument("--split", default="train", help="Cityscapes split")
+    check.add_argument("--class-map", help="folder layout: YAML/JSON raw value -> train id map")
+    check.add_argument("--json", help="also write the report as JSON here")
+    check.add_argument("--convert", metavar="OUT", help="write train-id PNGs and class statistics to OUT")
+
+    train = sub.add_parser("train", help="train source-only, oracle, CBST or DRSL from a config")
+    train.add_argument("config", help="YAML config path, or a packaged name such as synth/drsl")
+    train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                       help="continue from work_dir/checkpoints/latest.pt, or from CHECKPOINT")
+    train.add_argument("--work-dir", help="run directory (overrides work_dir)")
+    train.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (overrides train.amp)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_overrides(train)
+
+    evaluate = sub.add_parser("evaluate", help="19/16/13-class mIoU of a checkpoint on its val set")
+    _add_config_source(evaluate)
+    _add_inference_options(evaluate)
+    evaluate.add_argument("--out", help="write the JSON summary here")
+
+    pseudo = sub.add_parser("pseudo-label", help="write class-balanced pseudo-labels for a target set")
+    _add_config_source(pseudo)
+    pseudo.add_argument("--out", required=True, help="output folder (labels/, confidence/, manifest.json)")
+    pseudo.add_argument("--portion", type=float, default=0.5, help="portion of each class's pixels kept")
+    pseudo.add_argument("--round", type=int, default=0, help="round index recorded in the manifest")
+    pseudo.add_argument("--fusion", choices=["none", "agree", "product"], help="MMDL fusion (DRSL checkpoints)")
+    pseudo.add_argument("--flip", action="store_true")
+    pseudo.add_argument("--scales", type=float, nargs="+")
+
+    demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
+    demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _command_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from drsl.data.synth import generate_benchmark
+
+        manifest = generate_benchmark(
+            args.out, seed=args.seed, num_source=args.num_source,
+            num_target_train=args.num_target_train, num_target_val=args.num_target_val,
+            workers=args.workers, progress=True,
+        )
+        print(f"wrote the generated benchmark to {args.out} ({json.dumps(manifest.get('counts', {}))})")
+        return 0
+    from drsl.config import DatasetConfig
+    from drsl.data.checks import check_dataset, convert_dataset
+    from drsl.fileio import atomic_write_json
+
+    cfg = DatasetConfig(layout=args.layout, root=args.root, split=args.split, class_map=args.class_map)
+    report = check_dataset(cfg)
+    print(report.to_text())
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+    if args.convert:
+        convert_dataset(cfg, args.convert)
+        print(f"converted to {args.convert}")
+    return 1 if report.problems else 0
+
+
+def _command_train(args: argparse.Namespace) -> int:
+    from drsl.config import load_config
+    from drsl.configs import resolve_config_path
+    from drsl.training import run_training
+
+    overrides = list(args.overrides)
+    if args.work_dir:
+        overrides.append(f"work_dir={args.work_dir}")
+    if args.amp:
+        overrides.append(f"train.amp={args.amp}")
+    config = load_config(resolve_config_path(args.config), overrides)
+    run_training(config, resume=args.resume, device=args.device)
+    return 0
+
+
+def _inference_overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.overrides)
+    if getattr(args, "mode", None):
+        out.append(f"eval.mode={args.mode}")
+    if args.flip:
+        out.append("eval.flip=true")
+    if args.scales:
+        out.append(f"eval.scales={list(args.scales)}")
+    return out
+
+
+def _command_evaluate(args: argparse.Namespace) -> int:
+    from drsl.api import evaluate_checkpoint
+
+    summary = evaluate_checkpoint(args.checkpoint, args.config, _inference_overrides(args), args.device)
+    from drsl.evaluation.metrics import format_table
+
+    print(format_table(summary))
+    if args.out:
+        from drsl.fileio import atomic_write_json
+
+        atomic_write_json(args.out, summary)
+    return 0
+
+
+def _command_pseudo_label(args: argparse.Namespace) -> int:
+    from drsl.api import pseudo_label_checkpoint
+
+    overrides = list(args.overrides)
+    if args.flip:
+        overrides.append("adapt.pseudo_label.flip=true")
+    if args.scales:
+        overrides.append(f"adapt.pseudo_label.scales={list(args.scales)}")
+    manifest = pseudo_label_checkpoint(
+        args.checkpoint, args.out, args.portion, args.round, args.fusion, args.config, overrides, args.device
+    )
+    print(f"wrote {manifest['num_images']} pseudo-labels to {args.out} (coverage {manifest['coverage']:.3f})")
+    return 0
+
+
+def _command_demo(args: argparse.Namespace) -> int:
+    from drsl.demo import run_demo
+
+    run_demo(Path(args.out), args.seed)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "data": _command_data,
+    "train": _command_train,
+    "evaluate": _command_evaluate,
+    "pseudo-label": _command_pseudo_label,
+    "demo": _command_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``drsl`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"drsl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
