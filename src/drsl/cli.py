@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from drsl.bench.compare import DEFAULT_VARIANTS, VARIANTS, Plan
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
 from drsl.engine.checkpoint import CheckpointError
@@ -100,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--flip", action="store_true")
     pseudo.add_argument("--scales", type=float, nargs="+")
 
+    bench = sub.add_parser("bench", help="benchmarks: method comparison table, speed")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
+    compare = bench_sub.add_parser(
+        "compare", help="source-only, oracle, CBST, DRSL and ablations on the generated benchmark, over seeds"
+    )
+    compare.add_argument("--out", default="runs/compare", help="folder for runs and results.{json,md}")
+    compare.add_argument("--data", default="data/synth", help="generated benchmark root (made if missing)")
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    compare.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all")
+    compare.add_argument("--quick", action="store_true", help="one seed; source-only, oracle, CBST and DRSL")
+    _add_overrides(compare)
+
     demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
     demo.add_argument("--seed", type=int, default=0)
@@ -187,6 +200,17 @@ def _command_pseudo_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_bench(args: argparse.Namespace) -> int:
+    from drsl.bench.compare import run_comparison
+
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    variants = args.variants or (["source_only", "oracle", "cbst", "drsl"] if args.quick else list(DEFAULT_VARIANTS))
+    plan = Plan(Path(args.out), Path(args.data), seeds, variants, list(args.overrides))
+    run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
 def _command_demo(args: argparse.Namespace) -> int:
     from drsl.demo import run_demo
 
@@ -199,6 +223,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _command_train,
     "evaluate": _command_evaluate,
     "pseudo-label": _command_pseudo_label,
+    "bench": _command_bench,
     "demo": _command_demo,
 }
 

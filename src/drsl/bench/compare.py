@@ -1,0 +1,199 @@
+"""The method comparison on the generated benchmark (``drsl bench compare``).
+
+Source-only and oracle are trained for every seed; CBST, DRSL and its ablations all start from the
+ONE shared source-only checkpoint (the first seed's) and are run for every seed. Every run is a
+normal run directory, skipped when its ``eval.json`` already exists, so an interrupted comparison
+resumes where it stopped. Output: ``results.json`` and a Markdown table ``results.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drsl.data.labels import CLASS_NAMES
+from drsl.fileio import atomic_write_json, atomic_write_text
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table: a packaged synth config plus overrides."""
+
+    name: str
+    config: str
+    overrides: tuple[str, ...] = ()
+    adapts: bool = True
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("source_only", "source_only", adapts=False),
+        Variant("oracle", "oracle", adapts=False),
+        Variant("cbst", "cbst"),
+        Variant("drsl", "drsl"),
+        Variant("drsl_no_sma", "drsl", ("adapt.drsl.sma=false",)),
+        Variant("drsl_no_fusion", "drsl", ("adapt.pseudo_label.fusion=none",)),
+        Variant("drsl_k1", "drsl", ("adapt.drsl.num_modes=1",)),
+        Variant("drsl_k5", "drsl", ("adapt.drsl.num_modes=5",)),
+    )
+}
+DEFAULT_VARIANTS = tuple(VARIANTS)
+
+
+@dataclass
+class Plan:
+    """What to run: variants, seeds, data, output folder, extra overrides for every run."""
+
+    out: Path
+    data_root: Path
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    overrides: list[str] = field(default_factory=list)
+
+
+def run_dir(plan: Plan, variant: str, seed: int) -> Path:
+    """Where one run lives."""
+    return plan.out / "runs" / variant / f"seed{seed}"
+
+
+def shared_checkpoint(plan: Plan) -> Path:
+    """The source-only checkpoint every adaptation run starts from."""
+    return run_dir(plan, "source_only", plan.seeds[0]) / "checkpoints" / "latest.pt"
+
+
+def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
+    """Train one (variant, seed) unless it already finished; returns its record."""
+    from drsl.demo import synth_config
+    from drsl.training import read_eval, run_training
+
+    work = run_dir(plan, variant.name, seed)
+    timing = work / "wall_time.json"
+    if not (work / "eval.json").is_file():
+        extra = [*variant.overrides, *plan.overrides]
+        if variant.adapts:
+            extra.append(f"init_checkpoint={shared_checkpoint(plan)}")
+        config = synth_config(variant.config, plan.data_root, work, seed, extra)
+        start = time.perf_counter()
+        run_training(config, resume=True, device="cpu")
+        atomic_write_json(timing, {"seconds": time.perf_counter() - start})
+    summary = read_eval(work)
+    return {
+        "variant": variant.name,
+        "seed": seed,
+        "miou": summary["miou"],
+        "per_class_iou": summary["per_class_iou"],
+        "seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None,
+        "pseudo_labels": pseudo_label_rounds(work),
+    }
+
+
+def pseudo_label_rounds(work: Path) -> list[dict[str, Any]]:
+    """Per round: portion, coverage and precision of the stored pseudo-labels."""
+    rounds = []
+    for folder in sorted((work / "pseudo_labels").glob("round_*"), key=lambda p: int(p.name[6:])):
+        quality = folder / "quality.json"
+        manifest = folder / "manifest.json"
+        if quality.is_file() and manifest.is_file():
+            q, m = json.loads(quality.read_text()), json.loads(manifest.read_text())
+            rounds.append({"round": m["round"], "portion": m["portion"],
+                           "precision": q["precision"], "coverage": q["coverage"]})
+    return rounds
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.array(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread over seeds for every variant."""
+    table: dict[str, Any] = {}
+    for name in dict.fromkeys(r["variant"] for r in records):
+        rows = [r for r in records if r["variant"] == name]
+        miou = [100 * r["miou"]["19"] for r in rows]
+        per_class = {
+            c: _mean_std([100 * (r["per_class_iou"][c] or 0.0) for r in rows])[0] for c in CLASS_NAMES
+        }
+        rounds: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            for pl in r["pseudo_labels"]:
+                rounds.setdefault(pl["round"], []).append(pl)
+        table[name] = {
+            "seeds": [r["seed"] for r in rows],
+            "miou19": _mean_std(miou),
+            "miou16": _mean_std([100 * r["miou"]["16"] for r in rows]),
+            "miou19_per_seed": miou,
+            "per_class": per_class,
+            "seconds": _mean_std([r["seconds"] for r in rows if r["seconds"] is not None] or [0.0]),
+            "pseudo_labels": {
+                k: {
+                    "precision": _mean_std([100 * p["precision"] for p in v]),
+                    "coverage": _mean_std([100 * p["coverage"] for p in v]),
+                }
+                for k, v in sorted(rounds.items())
+            },
+        }
+    return table
+
+
+def markdown(table: dict[str, Any], command: str) -> str:
+    """The comparison as Markdown: summary, gap closed, pseudo-label quality, per-class IoU."""
+    lines = [
+        f"Command: `{command}`  ",
+        f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}; date {date.today().isoformat()}",
+        "",
+        "| method | target-val mIoU(19) mean ± std | seeds | per seed | wall time / run (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in table.items():
+        mean, std = row["miou19"]
+        per_seed = ", ".join(f"{v:.1f}" for v in row["miou19_per_seed"])
+        lines.append(f"| {name} | {mean:.1f} ± {std:.1f} | {len(row['seeds'])} | {per_seed} | {row['seconds'][0]:.0f} |")
+    if "source_only" in table and "oracle" in table:
+        low, high = table["source_only"]["miou19"][0], table["oracle"]["miou19"][0]
+        lines += ["", f"Source-only to oracle gap: {high - low:.1f} mIoU. Share of the gap closed:", ""]
+        for name, row in table.items():
+            if name not in ("source_only", "oracle") and high > low:
+                lines.append(f"- {name}: {100 * (row['miou19'][0] - low) / (high - low):.0f}%")
+    lines += ["", "Pseudo-label quality against the held-back target-train labels (mean over seeds):", "",
+              "| method | round | precision % | coverage % |", "|---|---|---|---|"]
+    for name, row in table.items():
+        for round_index, pl in row["pseudo_labels"].items():
+            lines.append(
+                f"| {name} | {round_index} | {pl['precision'][0]:.1f} ± {pl['precision'][1]:.1f} "
+                f"| {pl['coverage'][0]:.1f} ± {pl['coverage'][1]:.1f} |"
+            )
+    present = [c for c in CLASS_NAMES if any(row["per_class"][c] > 0 for row in table.values())]
+    lines += ["", "Per-class IoU (mean over seeds):", "",
+              "| method | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row['per_class'][c]:.1f}" for c in present) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
+    """Run every (variant, seed) in order (source-only first) and write the tables."""
+    from drsl.data.synth import generate_benchmark
+
+    if not (plan.data_root / "manifest.json").is_file():
+        generate_benchmark(plan.data_root, seed=0, workers=2, progress=True)
+    order = sorted(plan.variants, key=lambda v: v != "source_only")
+    if "source_only" not in order:
+        order.insert(0, "source_only")
+    records = []
+    for name in order:
+        seeds = plan.seeds if name in plan.variants else plan.seeds[:1]
+        for seed in seeds:
+            records.append(run_one(plan, VARIANTS[name], seed))
+    table = aggregate([r for r in records if r["variant"] in plan.variants])
+    atomic_write_json(plan.out / "results.json", {"records": records, "table": table, "command": command})
+    atomic_write_text(plan.out / "results.md", markdown(table, command))
+    return table
