@@ -1,0 +1,97 @@
+"""A generic folder layout: ``ROOT/images/**`` (png/jpg/jpeg) with ``ROOT/masks/**`` PNG masks.
+
+A mask shares its image's relative path, with a ``.png`` extension. A class map file (YAML or
+JSON, e.g. ``{0: 255, 1: 0, 2: 13}``) maps raw mask values to train ids (or 255 = ignore); mask
+values missing from the map are errors. Without an explicit class map, ``ROOT/class_map.yaml``
+(or ``.json``) is used, as written by :func:`drsl.data.checks.convert_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drsl.data.base import (
+    IMAGE_EXTENSIONS,
+    LabelCodec,
+    Sample,
+    SegmentationDataset,
+    same_name_samples,
+)
+from drsl.data.errors import DataError
+from drsl.data.io import read_label
+from drsl.data.labels import IGNORE_INDEX, NUM_CLASSES
+
+CLASS_MAP_NAMES = ("class_map.yaml", "class_map.yml", "class_map.json")
+
+
+def read_class_map(path: str | Path) -> dict[int, int]:
+    """Parse a YAML/JSON class map into {raw value: train id}, validating keys and values."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DataError(path, f"cannot read class map ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise DataError(path, f"class map cannot be parsed: {exc}") from None
+    if not isinstance(data, dict) or not data:
+        raise DataError(path, "class map must be a non-empty mapping of raw value -> train id")
+    mapping: dict[int, int] = {}
+    for key, value in data.items():
+        try:
+            raw, train_id = int(key), int(value)
+        except (TypeError, ValueError):
+            problem = f"class map entry {key!r}: {value!r} is not integer -> integer"
+            raise DataError(path, problem) from None
+        if not 0 <= raw <= 65535:
+            raise DataError(path, f"class map key {raw} is outside 0..65535")
+        if not (0 <= train_id < NUM_CLASSES or train_id == IGNORE_INDEX):
+            raise DataError(
+                path, f"class map value {train_id} (for {raw}) is not a train id "
+                f"0..{NUM_CLASSES - 1} or {IGNORE_INDEX}",
+            )
+        mapping[raw] = train_id
+    return mapping
+
+
+class FolderDataset(SegmentationDataset):
+    """Images and masks in parallel folder trees; names are relative paths without extension."""
+
+    layout_name = "folder"
+    expected_layout = "ROOT/images/**/*.{png,jpg,jpeg} and ROOT/masks/**/*.png"
+
+    def __init__(
+        self, root: str | Path, class_map: str | Path | None = None, **kwargs: Any
+    ) -> None:
+        self.class_map_path = Path(class_map) if class_map is not None else None
+        super().__init__(root, **kwargs)
+
+    def discover(self) -> list[Sample]:
+        images = self.subfolder("images")
+        masks = self.root / "masks"
+        if self.require_labels:
+            masks = self.subfolder("masks")
+        samples = same_name_samples(images, masks, IMAGE_EXTENSIONS, recursive=True)
+        seen: dict[str, Path] = {}
+        for sample in samples:
+            if sample.name in seen:
+                problem = f"same name as {seen[sample.name]} (one mask cannot serve both)"
+                raise DataError(sample.image_path, problem)
+            seen[sample.name] = sample.image_path
+        return samples
+
+    def label_codec(self) -> LabelCodec:
+        path = self.class_map_path or next(
+            (self.root / name for name in CLASS_MAP_NAMES if (self.root / name).is_file()), None
+        )
+        if path is None:
+            problem = f"folder layout needs a class map (class_map, or ROOT/{CLASS_MAP_NAMES[0]})"
+            raise DataError(self.root, problem)
+        mapping = read_class_map(path)
+        expected = f"values in class map {path}"
+        return LabelCodec.from_mapping(read_label, mapping, mapping.keys(), expected)

@@ -1,0 +1,19 @@
+"""GTA5: ``ROOT/images/*.png`` with ``ROOT/labels/*.png`` (Cityscapes label ids, palette PNGs)."""
+
+from __future__ import annotations
+
+from drsl.data.base import LabelCodec, Sample, SegmentationDataset, same_name_samples
+from drsl.data.cityscapes import cityscapes_id_codec
+
+
+class GTA5Dataset(SegmentationDataset):
+    """The GTA5 (Playing for Data) source set; image/label size mismatches are screened out."""
+
+    layout_name = "GTA5"
+    expected_layout = "ROOT/images/*.png and ROOT/labels/*.png"
+
+    def discover(self) -> list[Sample]:
+        return same_name_samples(self.subfolder("images"), self.subfolder("labels"))
+
+    def label_codec(self) -> LabelCodec:
+        return cityscapes_id_codec()
