@@ -67,7 +67,7 @@ def load_matching(module: nn.Module, state: dict[str, Tensor], source: str) -> N
     wrong_shape = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
+        if isinstance(own[k], Tensor) and getattr(state[k], "shape", None) != own[k].shape
     ]
     if missing or unexpected or wrong_shape:
         parts = []
