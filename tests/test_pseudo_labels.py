@@ -396,3 +396,11 @@ def test_quality_on_a_hand_made_case():
     assert np.isnan(empty["precision"]) and empty["kept"] == 0
     with pytest.raises(ValueError):
         pseudo_label_quality(np.full((2, 2), 7), np.zeros((2, 2)), 3)
+
+
+def test_online_selection_ignores_vetoed_pixels() -> None:
+    probs = torch.zeros(1, 2, 1, 4)
+    probs[0, 0, 0, :2] = torch.tensor([0.9, 0.6])
+    probs[0, 1, 0, :2] = 1 - probs[0, 0, 0, :2]
+    labels = select_class_balanced(probs, portion=0.5)
+    assert labels.tolist() == [[[0, 255, 255, 255]]]

@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--quick", action="store_true", help="one seed; source-only, oracle, CBST and DRSL")
     _add_overrides(compare)
 
+    config = sub.add_parser("config", help="show a resolved config, list packaged configs, print the key reference")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_sub.add_parser("show", help="print a config after _base_ merging and overrides")
+    show.add_argument("config", help="YAML path or packaged name")
+    _add_overrides(show)
+    config_sub.add_parser("list", help="list the packaged configs")
+    config_sub.add_parser("reference", help="print the Markdown reference of every key")
+
     demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
     demo.add_argument("--seed", type=int, default=0)
@@ -211,6 +219,22 @@ def _command_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_config(args: argparse.Namespace) -> int:
+    from drsl.configs import available_configs, resolve_config_path
+
+    if args.config_command == "list":
+        print("\n".join(available_configs()))
+    elif args.config_command == "reference":
+        from drsl.config_reference import reference_markdown
+
+        print(reference_markdown(), end="")
+    else:
+        from drsl.config import dump_config, load_config
+
+        print(dump_config(load_config(resolve_config_path(args.config), args.overrides)), end="")
+    return 0
+
+
 def _command_demo(args: argparse.Namespace) -> int:
     from drsl.demo import run_demo
 
@@ -224,6 +248,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _command_evaluate,
     "pseudo-label": _command_pseudo_label,
     "bench": _command_bench,
+    "config": _command_config,
     "demo": _command_demo,
 }
 

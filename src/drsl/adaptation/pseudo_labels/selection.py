@@ -49,11 +49,15 @@ def select_class_balanced(
     """Pseudo-labels (B, H, W) int64 from class posteriors (B, C, H, W), class-balanced per batch.
 
     Every pixel gets its argmax class if its confidence (max posterior) is among the top
-    ``portion`` of the batch's pixels predicted as that class, else ``ignore_index``.
+    ``portion`` of the batch's pixels predicted as that class, else ``ignore_index``. Pixels whose
+    posterior is all zero (excluded by a fusion rule) are never kept and do not count.
     """
     if probs.dim() != 4:
         raise ValueError(f"probs must be (B, C, H, W), got shape {tuple(probs.shape)}")
     confidence, predicted = probs.max(dim=1)
-    thresholds = class_balanced_thresholds(confidence, predicted, probs.shape[1], portion)
-    keep = confidence >= thresholds[predicted]
+    vetoed = confidence <= 0  # all-zero posteriors: pixels a fusion rule excluded
+    thresholds = class_balanced_thresholds(
+        confidence[~vetoed], predicted[~vetoed], probs.shape[1], portion
+    )
+    keep = (confidence >= thresholds[predicted]) & ~vetoed
     return torch.where(keep, predicted, torch.full_like(predicted, ignore_index))

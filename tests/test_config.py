@@ -1,0 +1,74 @@
+"""Config loading: _base_ layering, strict merge, overrides, packaged configs, the generated reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drsl.config import ConfigError, config_from_dict, config_to_dict, load_config
+from drsl.config_reference import reference_markdown
+from drsl.configs import available_configs, resolve_config_path
+
+DOCS = Path(__file__).parent.parent / "docs" / "configuration.md"
+
+
+def test_base_layers_then_file_then_overrides(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("seed: 3\ntrain: {iterations: 10, log_every: 7}\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntrain: {iterations: 20}\n")
+    config = load_config(tmp_path / "child.yaml", ["train.log_every=9", "optim.lr=1"])
+    assert (config.seed, config.train.iterations, config.train.log_every) == (3, 20, 9)
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.iteratons=5", "unknown config key 'train.iteratons'"),
+        ("train.iterations=1.5", "expected int"),
+        ("model.backbone=vgg", "not one of"),
+        ("data.batch_size=[1]", "expected int"),
+        ("train", "must look like key.sub=value"),
+        ("data.target.root=3", "expected str"),
+    ],
+)
+def test_strict_errors_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_base_cycle_and_bad_yaml(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "b.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    (tmp_path / "evil.yaml").write_text("name: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "evil.yaml")
+
+
+@pytest.mark.parametrize("name", available_configs())
+def test_packaged_configs_load_and_round_trip(name: str) -> None:
+    config = load_config(resolve_config_path(name))
+    assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_synthia_reports_16_and_13_never_19() -> None:
+    for name in ("synthia_cityscapes/source_only", "synthia_cityscapes/drsl"):
+        assert load_config(resolve_config_path(name)).data.eval_subsets == [16, 13]
+
+
+def test_unknown_config_name() -> None:
+    with pytest.raises(ConfigError, match="packaged: "):
+        resolve_config_path("synth/nope")
+
+
+def test_reference_doc_is_current() -> None:
+    assert DOCS.read_text() == reference_markdown(), "regenerate: drsl config reference > docs/configuration.md"
