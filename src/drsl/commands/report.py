@@ -1,0 +1,26 @@
+"""``drsl report``: one self-contained HTML page comparing run directories."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``drsl report``."""
+    parser = subparsers.add_parser(
+        "report", help="compare runs in one self-contained HTML page (mIoU, per-class IoU, curves, "
+        "pseudo-label quality, confusion matrices, sample predictions)",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (work_dir of drsl train)")
+    parser.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    parser.add_argument("--samples", type=int, default=3, help="validation images with predictions (0: none)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="for the sample predictions")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; a missing run directory is a FileNotFoundError naming it."""
+    from drsl.viz.report import write_report
+
+    out = write_report(args.run_dirs, args.out, samples=args.samples, device=args.device)
+    print(f"wrote the report of {len(args.run_dirs)} run(s) to {out}")
+    return 0
