@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drsl.bench.compare import DEFAULT_VARIANTS, VARIANTS, Plan
+from drsl.commands import export, predict, report
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
 from drsl.engine.checkpoint import CheckpointError
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
     demo.add_argument("--seed", type=int, default=0)
+    for command in (predict, export, report):
+        command.add_parser(sub)
     return parser
 
 
@@ -169,14 +172,7 @@ def _command_train(args: argparse.Namespace) -> int:
 
 
 def _inference_overrides(args: argparse.Namespace) -> list[str]:
-    out = list(args.overrides)
-    if getattr(args, "mode", None):
-        out.append(f"eval.mode={args.mode}")
-    if args.flip:
-        out.append("eval.flip=true")
-    if args.scales:
-        out.append(f"eval.scales={list(args.scales)}")
-    return out
+    return list(args.overrides) + predict.inference_overrides(args)
 
 
 def _command_evaluate(args: argparse.Namespace) -> int:
@@ -250,6 +246,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": _command_bench,
     "config": _command_config,
     "demo": _command_demo,
+    "predict": predict.run,
+    "export": export.run,
+    "report": report.run,
 }
 
 

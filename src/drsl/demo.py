@@ -10,6 +10,7 @@ from drsl.config import Config, load_config
 from drsl.configs import resolve_config_path
 from drsl.data.synth import generate_benchmark
 from drsl.training import run_training
+from drsl.viz.report import write_report
 
 log = logging.getLogger("drsl")
 
@@ -41,13 +42,8 @@ def run_demo(out: Path, seed: int = 0) -> dict[str, float]:
         config = synth_config(method, data_root, out / method, seed, [f"init_checkpoint={init}"])
         results[method] = run_training(config, resume=True)["miou"]["19"]
     report = out / "report.html"
-    try:
-        from drsl.viz.report import write_report
-
-        write_report([source_dir, out / "cbst", out / "drsl"], report)
-        log.info("report written to %s", report)
-    except ImportError:
-        log.info("no report module installed; skipping the HTML report")
+    write_report([source_dir, out / "cbst", out / "drsl"], report)
+    log.info("report written to %s", report)
     for method, miou in results.items():
         print(f"{method:12s} target-val mIoU(19) = {100 * miou:.1f}")
     return results

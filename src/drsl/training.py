@@ -143,6 +143,18 @@ def make_evaluator(config: Config, val: Dataset, dist: DistInfo) -> Any:
     return run
 
 
+def add_panels(trainer: Trainer, config: Config, target: Dataset | None) -> None:
+    """Log a panel of the first source and target (else val) sample every train.panel_every steps."""
+    from drsl.viz.panels import PanelWriter
+
+    writer = PanelWriter(trainer.logger, config.train.panel_every)
+    if writer.every <= 0 or target is None or not trainer.logger.enabled:
+        return
+    source_sample = build_dataset(config.data.source)[0]
+    target_sample = hide_target_labels(target[0])
+    trainer.step_hooks.append(lambda it: writer.maybe_log(it, trainer.module, source_sample, target_sample))
+
+
 def build_context(config: Config, resume: str | bool | None, dist: DistInfo) -> RunContext:
     """Seed, build datasets/model/trainer, and restore a checkpoint when resuming."""
     seed_everything(config.seed, config.train.deterministic)
@@ -159,6 +171,7 @@ def build_context(config: Config, resume: str | bool | None, dist: DistInfo) -> 
     trainer = Trainer(
         config, module, dist, logger, make_evaluator(config, val, dist) if val is not None else None
     )
+    add_panels(trainer, config, target if target is not None else val)
     checkpoint = latest_checkpoint(config.work_dir) if resume is True else resume or None
     if checkpoint:
         trainer.resume(checkpoint)

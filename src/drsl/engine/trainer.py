@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from drsl.config import Config
+from drsl.config import Config, ConfigError
 from drsl.engine.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
@@ -45,10 +45,10 @@ def poly_factor(iteration: int, total: int, power: float, warmup: int) -> float:
 
 
 def move_to(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move every tensor of a nested batch to ``device``; 4-d float images optionally NHWC."""
+    """Move every tensor of a nested batch to ``device``; 4-d images (uint8 or float) optionally NHWC."""
     if isinstance(batch, Tensor):
         batch = batch.to(device, non_blocking=True)
-        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+        if channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
     if isinstance(batch, dict):
@@ -89,6 +89,14 @@ class Trainer:
         self.config, self.dist, self.logger, self.evaluate = config, dist, logger, evaluate
         train = config.train
         if config.model.sync_bn and dist.enabled:
+            if dist.device.type == "cpu" and any(
+                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()
+            ):
+                raise ConfigError(
+                    "model.sync_bn=true needs CUDA: torch's SyncBatchNorm has no CPU implementation. "
+                    "On CPU use model.freeze_bn=true (fixed statistics, identical to one process) "
+                    "or model.sync_bn=false (per-process batch statistics)"
+                )
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         self.module = module.to(dist.device)
         if train.channels_last:
@@ -114,6 +122,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=train.amp == "fp16")
         self.iteration = 0
         self.checkpoint_dir = Path(config.work_dir) / "checkpoints"
+        #: Called with the iteration after every step (e.g. training panels); must not train.
+        self.step_hooks: list[Callable[[int], None]] = []
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -146,7 +156,9 @@ class Trainer:
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            # An fp16 run resumed from a bf16/fp32 checkpoint (empty scaler state) starts a fresh scale.
+            self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         restore_rng_state(state["rng"])
 
@@ -156,19 +168,20 @@ class Trainer:
         logs: dict[str, float] = {}
         for index, micro in enumerate(split_batch(batch, parts)):
             last = index == parts - 1
-            sync = self.model.no_sync() if self.dist.enabled and not last else nullcontext()
-            with sync, torch.autocast(
-                self.dist.device.type, dtype=self.amp_dtype or torch.float32,
-                enabled=self.amp_dtype is not None,
-            ):
-                output: StepOutput = self.model(micro, self.iteration)
-            if not torch.isfinite(output.loss):
-                terms = ", ".join(f"{k}={v:.4g}" for k, v in output.logs.items())
-                raise NonFiniteLossError(
-                    f"non-finite loss {output.loss.item()} at iteration {self.iteration} ({terms}); "
-                    "lower the learning rate, check the labels, or use amp=bf16 instead of fp16"
-                )
-            with sync:
+            # Gradients are all-reduced only on the last micro-batch. One no_sync() context spans
+            # forward and backward: it is a single-use context manager.
+            with self.model.no_sync() if self.dist.enabled and not last else nullcontext():
+                with torch.autocast(
+                    self.dist.device.type, dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
+                    output: StepOutput = self.model(micro, self.iteration)
+                if not torch.isfinite(output.loss):
+                    terms = ", ".join(f"{k}={v:.4g}" for k, v in output.logs.items())
+                    raise NonFiniteLossError(
+                        f"non-finite loss {output.loss.item()} at iteration {self.iteration} ({terms}); "
+                        "lower the learning rate, check the labels, or use amp=bf16 instead of fp16"
+                    )
                 self.scaler.scale(output.loss / parts).backward()
             for key, value in output.logs.items():
                 logs[key] = logs.get(key, 0.0) + value / parts
@@ -196,19 +209,23 @@ class Trainer:
         """Train until ``self.iteration == until``, logging, evaluating and checkpointing."""
         train = self.config.train
         self.logger.start_progress(until, self.iteration, description)
-        tick = time.perf_counter()
+        tick, tick_iteration = time.perf_counter(), self.iteration
         while self.iteration < until:
             logs = self.step(next(batches))
             if after_step is not None:
                 after_step(self.iteration)
+            for hook in self.step_hooks:
+                hook(self.iteration)
             self.logger.advance(logs)
             if train.log_every and self.iteration % train.log_every == 0:
                 elapsed = time.perf_counter() - tick
-                tick = time.perf_counter()
+                # A window that began with this fit() (resume, new round) is shorter than log_every.
+                steps = self.iteration - tick_iteration
+                tick, tick_iteration = time.perf_counter(), self.iteration
                 self.logger.scalars(
                     self.iteration,
                     {**logs, "lr": self.optimizer.param_groups[0]["lr"],
-                     "seconds_per_iter": elapsed / train.log_every},
+                     "seconds_per_iter": elapsed / steps},
                     prefix="train/",
                 )
             if self.evaluate is not None and train.eval_every and self.iteration % train.eval_every == 0:
