@@ -54,7 +54,7 @@ class SegmentationModel:
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            image = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
         batch = image.unsqueeze(0) if image.dim() == 3 else image
         batch = batch.to(self.device)
         return batch.float().div(255.0) if batch.dtype == torch.uint8 else batch.float()
