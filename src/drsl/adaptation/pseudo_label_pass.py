@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from drsl.adaptation.posterior import fused_probabilities
 from drsl.adaptation.pseudo_labels import PseudoLabelQuality, PseudoLabelWriter
@@ -17,6 +16,7 @@ from drsl.config import Config
 from drsl.data.base import SegmentationDataset
 from drsl.data.io import read_label
 from drsl.engine.distributed import DistInfo, barrier
+from drsl.engine.logging import progress as progress_bar
 from drsl.evaluation.inference import predict_probs
 from drsl.fileio import atomic_write_json
 
@@ -61,7 +61,7 @@ def generate_pseudo_labels(
         return fused_probabilities(module.segmentor, module.regularizer, images, fusion)
 
     indices = range(dist.rank, len(dataset), dist.world_size)
-    for index in tqdm(indices, desc=f"pseudo-labels r{round_index}", disable=not (progress and dist.is_main)):
+    for index in progress_bar(indices, enabled=progress and dist.is_main, desc=f"pseudo-labels r{round_index}"):
         name = dataset.samples[index].name
         if writer.done(name):
             writer.add_existing(name)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from drsl.data.errors import DataError
 from drsl.data.io import image_size, read_image
 from drsl.data.labels import colorize
+from drsl.engine.logging import progress
 from drsl.fileio import atomic_write_bytes, atomic_write_png
 from drsl.viz.overlay import colorize_modes, confidence_to_uint8, label_overlay
 from drsl.viz.panels import Tile, labelled_grid
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     num_modes = model.module.regularizer.num_modes if model.has_modes else None
     writer = PredictionWriter(out_dir, num_modes, args.panels, args.alpha)
     done = 0
-    with tqdm(total=sum(len(b) for b in batches), desc="predict", unit="img", dynamic_ncols=True) as bar:
+    with progress(total=sum(len(b) for b in batches), desc="predict", unit="img") as bar:
         for result in predict_batches(model, batches):
             bar.update(1)
             if isinstance(result, str):

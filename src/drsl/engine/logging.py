@@ -18,6 +18,11 @@ from drsl.fileio import atomic_write_text
 log = logging.getLogger("drsl")
 
 
+def progress(iterable: Any = None, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar shown only when ``enabled`` and stderr is a terminal (quiet in CI and logs)."""
+    return tqdm(iterable, disable=None if enabled else True, dynamic_ncols=True, **kwargs)
+
+
 class RunLogger:
     """Writes ``tb/`` event files and ``metrics.jsonl`` in the run directory (main rank only)."""
 
@@ -64,7 +69,7 @@ class RunLogger:
         """Show a progress bar from ``initial`` to ``total`` iterations."""
         if self._show_progress:
             self.close_progress()
-            self._progress = tqdm(total=total, initial=initial, desc=description, dynamic_ncols=True)
+            self._progress = progress(total=total, initial=initial, desc=description)
 
     def advance(self, postfix: dict[str, float] | None = None) -> None:
         """Move the progress bar one step."""

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from drsl.config import EvalConfig
 from drsl.engine.distributed import DistInfo
+from drsl.engine.logging import progress as progress_bar
 from drsl.evaluation.inference import predict_probs
 from drsl.evaluation.metrics import ConfusionMatrix, summarize
 
@@ -39,7 +39,7 @@ def iterate_predictions(
     loader = DataLoader(
         shard(dataset, dist), batch_size=1, num_workers=num_workers, collate_fn=lambda b: b[0]
     )
-    for sample in tqdm(loader, desc=description, disable=not (progress and dist.is_main)):
+    for sample in progress_bar(loader, enabled=progress and dist.is_main, desc=description):
         images = sample["image"].unsqueeze(0).to(dist.device).float().div_(255.0)
         probs = predict_probs(prob_fn, images, cfg, out_size=sample["label"].shape[-2:])
         yield sample, probs[0]
