@@ -61,7 +61,7 @@ def prepare_round(ctx: RunContext, round_index: int) -> str:
     )
     if ctx.dist.is_main:
         quality = measure_quality(ctx.target, folder, config.model.num_classes)  # type: ignore[arg-type]
-        logs = {"portion": portion, "coverage": float(manifest["coverage"])}
+        logs = {"portion": portion, "coverage": float(manifest["coverage"] or 0.0)}  # None: nothing predicted
         if quality is not None:
             logs.update(precision=float(quality["precision"]), truth_coverage=float(quality["coverage"]))
         ctx.logger.scalars(ctx.trainer.iteration, logs, prefix="pseudo_labels/")

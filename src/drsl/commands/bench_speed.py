@@ -1,0 +1,41 @@
+"""``drsl bench``: speed (trainer step vs a plain PyTorch step), input pipeline, GPU smoke run.
+
+    drsl bench speed --backbone light --crop 128 128 --batch 8 --json speed.json
+    drsl bench pipeline --workers 0 1 2
+    drsl bench gpu-smoke            # ~5 min on one GPU;  --tiny: a CPU check of the code path
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``drsl bench speed`` (for callers that build their own parser)."""
+    from drsl.bench.speed import add_arguments as speed_arguments
+
+    speed_arguments(parser)
+
+
+def add_actions(bench_actions: argparse._SubParsersAction) -> None:
+    """Add ``speed``, ``pipeline`` and ``gpu-smoke`` to the sub-parsers of ``drsl bench``."""
+    from drsl.bench import gpu_smoke, pipeline, speed
+
+    speed.add_arguments(bench_actions.add_parser(
+        "speed", help="drsl source-only/CBST/DRSL steps next to a plain PyTorch step, interleaved"
+    ))
+    pipeline.add_arguments(bench_actions.add_parser(
+        "pipeline", help="decode/resize/augment throughput at GTA5 and Cityscapes sizes"
+    ))
+    gpu_smoke.add_arguments(bench_actions.add_parser(
+        "gpu-smoke", help="DRSL, ResNet-101, paper sizes, bf16, a few hundred iterations (--tiny: CPU check)"
+    ))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen benchmark (``args.bench_command``; ``speed`` when absent)."""
+    from drsl.bench import gpu_smoke, pipeline, speed
+
+    command = getattr(args, "bench_command", None) or "speed"
+    module = {"speed": speed, "pipeline": pipeline, "gpu-smoke": gpu_smoke}[command]
+    return module.run(args)
