@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drsl.bench.compare import DEFAULT_VARIANTS, VARIANTS, Plan
-from drsl.commands import export, predict, report
+from drsl.commands import bench_speed, export, predict, report
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
 from drsl.engine.checkpoint import CheckpointError
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all")
     compare.add_argument("--quick", action="store_true", help="one seed; source-only, oracle, CBST and DRSL")
     _add_overrides(compare)
+    bench_speed.add_actions(bench_sub)
 
     config = sub.add_parser("config", help="show a resolved config, list packaged configs, print the key reference")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -205,6 +206,8 @@ def _command_pseudo_label(args: argparse.Namespace) -> int:
 
 
 def _command_bench(args: argparse.Namespace) -> int:
+    if args.bench_command != "compare":
+        return bench_speed.run(args)
     from drsl.bench.compare import run_comparison
 
     seeds = args.seeds[:1] if args.quick else args.seeds

@@ -186,7 +186,7 @@ def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
     if not (plan.data_root / "manifest.json").is_file():
         generate_benchmark(plan.data_root, seed=0, workers=2, progress=True)
     order = sorted(plan.variants, key=lambda v: v != "source_only")
-    if "source_only" not in order:
+    if "source_only" not in order and any(VARIANTS[v].adapts for v in order):
         order.insert(0, "source_only")
     records = []
     for name in order:
