@@ -1,0 +1,157 @@
+"""Write the benchmark: every image of every split in the real datasets' layouts, then the manifest.
+
+Each image is generated from its own random stream seeded by (seed, split, index), so the files
+do not depend on the number of worker processes or the order they finish in.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from drsl.data.labels import CITYSCAPES_TABLE, CLASS_NAMES, NUM_CLASSES
+from drsl.fileio import atomic_write_json, atomic_write_png
+
+from .catalogue import CLASS_MODES, MODE_KEYS, mode_mixes
+from .domains import DOMAINS
+from .render import render_flat, render_photo
+from .scene import compose
+
+GENERATOR_VERSION = 1
+CITY = "synthcity"
+#: split name -> (domain, random-stream code, Cityscapes split folder or None for the GTA5 layout)
+SPLITS: dict[str, tuple[str, int, str | None]] = {
+    "source": ("source", 0, None),
+    "target_train": ("target", 1, "train"),
+    "target_val": ("target", 2, "val"),
+}
+
+
+def sample_paths(out: str | Path, split: str, index: int) -> tuple[Path, Path]:
+    """(image, label) paths of sample ``index`` of ``split`` under the benchmark root ``out``."""
+    out = Path(out)
+    folder = SPLITS[split][2]
+    if folder is None:
+        return out / "source" / "images" / f"{index:05d}.png", out / "source" / "labels" / f"{index:05d}.png"
+    stem = f"{CITY}_000000_{index:06d}"
+    return (out / "target" / "leftImg8bit" / folder / CITY / f"{stem}_leftImg8bit.png",
+            out / "target" / "gtFine" / folder / CITY / f"{stem}_gtFine_labelIds.png")
+
+
+def render_sample(split: str, index: int, seed: int,
+                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(RGB image, Cityscapes label ids, per-pixel global mode index or -1) of one sample."""
+    domain_name, code, _ = SPLITS[split]
+    domain = DOMAINS[domain_name]
+    rng = np.random.default_rng([seed, code, index])
+    canvas = compose(rng, domain, size[0], size[1])
+    image = render_photo(canvas, rng) if domain.photographic else render_flat(canvas)
+    return image, canvas.label_map(), canvas.table("mode")[canvas.ids]
+
+
+@dataclass(frozen=True)
+class _Job:
+    out: str
+    split: str
+    index: int
+    seed: int
+    size: tuple[int, int]
+
+
+def _write(job: _Job) -> tuple[np.ndarray, np.ndarray]:
+    """Write one sample; returns its per-class and per-mode pixel counts."""
+    image, labels, modes = render_sample(job.split, job.index, job.seed, job.size)
+    image_path, label_path = sample_paths(job.out, job.split, job.index)
+    atomic_write_png(image_path, image)
+    atomic_write_png(label_path, labels)
+    classes = np.bincount(CITYSCAPES_TABLE[labels].ravel(), minlength=256)[:NUM_CLASSES]
+    return classes, np.bincount(modes[modes >= 0], minlength=len(MODE_KEYS))
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork on Linux (works from any script, no main guard needed), spawn elsewhere."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+@contextmanager
+def _opencv_sequential() -> Iterator[None]:
+    """Run OpenCV without its thread pool while workers are forked: the pool does not survive fork()."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(0)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _class_frequency(counts: np.ndarray) -> dict[str, float]:
+    total = max(int(counts.sum()), 1)
+    return {name: round(float(c) / total, 6) for name, c in zip(CLASS_NAMES, counts)}
+
+
+def _mode_share(counts: np.ndarray) -> dict[str, dict[str, float]]:
+    share: dict[str, dict[str, float]] = {}
+    for train_id, modes in CLASS_MODES.items():
+        values = np.array([counts[k] for k, (tid, _) in enumerate(MODE_KEYS) if tid == train_id], dtype=np.float64)
+        total = values.sum()
+        if total > 0:
+            share[CLASS_NAMES[train_id]] = {m.name: round(float(v / total), 4) for m, v in zip(modes, values)}
+    return share
+
+
+def generate_benchmark(
+    out: str | Path,
+    seed: int = 0,
+    num_source: int = 600,
+    num_target_train: int = 600,
+    num_target_val: int = 150,
+    source_size: tuple[int, int] = (224, 128),
+    target_size: tuple[int, int] = (256, 128),
+    workers: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Generate the street-scene benchmark under ``out`` and return its manifest.
+
+    Source: ``out/source/{images,labels}/NNNNN.png`` (GTA5 layout). Target:
+    ``out/target/{leftImg8bit,gtFine}/{train,val}/synthcity/...`` (Cityscapes layout). Labels are
+    uint8 Cityscapes label ids. Sizes are (width, height). Same seed, same bytes, any ``workers``.
+    """
+    counts = {"source": num_source, "target_train": num_target_train, "target_val": num_target_val}
+    sizes = {"source": tuple(source_size), "target": tuple(target_size)}
+    jobs = [_Job(str(out), split, i, seed, sizes[SPLITS[split][0]]) for split, n in counts.items() for i in range(n)]
+    if workers > 1 and len(jobs) > 1:
+        with _opencv_sequential(), ProcessPoolExecutor(workers, mp_context=_context()) as pool:
+            results = pool.map(_write, jobs, chunksize=max(1, min(8, len(jobs) // (4 * workers))))
+            stats = list(tqdm(results, total=len(jobs), disable=not progress))
+    else:
+        stats = [_write(job) for job in tqdm(jobs, disable=not progress)]
+    class_counts = {split: np.zeros(NUM_CLASSES, dtype=np.int64) for split in counts}
+    mode_counts = {split: np.zeros(len(MODE_KEYS), dtype=np.int64) for split in counts}
+    for job, (classes, modes) in zip(jobs, stats):
+        class_counts[job.split] += classes
+        mode_counts[job.split] += modes
+    manifest: dict[str, Any] = {
+        "generator": "drsl.data.synth",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "sizes": {domain: list(size) for domain, size in sizes.items()},
+        "counts": counts,
+        "layouts": {"source": "gta5", "target": "cityscapes", "city": CITY},
+        "label_format": "uint8 Cityscapes label ids (0 unlabelled, 1 ego vehicle)",
+        "mode_mix": mode_mixes(),
+        "domains": {name: domain.describe() for name, domain in DOMAINS.items()},
+        "class_frequency": {split: _class_frequency(c) for split, c in class_counts.items()},
+        "mode_share": {split: _mode_share(c) for split, c in mode_counts.items()},
+    }
+    atomic_write_json(Path(out) / "manifest.json", manifest)
+    return manifest

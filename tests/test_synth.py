@@ -1,0 +1,115 @@
+"""The generated benchmark: layouts, label validity, determinism, worker independence, mode mixes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_TABLE
+from drsl.data.synth import generate_benchmark
+from drsl.data.synth.catalogue import CLASS_MODES
+from drsl.data.synth.photos import PHOTO_FILES, data_folder
+
+COUNTS = {"num_source": 4, "num_target_train": 3, "num_target_val": 2}
+SIZES = {"source_size": (112, 64), "target_size": (128, 64)}
+VALID_IDS = set(CITYSCAPES_ID_TO_TRAIN_ID) | {0, 1}
+
+
+def _generate(root: Path, seed: int, workers: int) -> Path:
+    generate_benchmark(root, seed=seed, workers=workers, **COUNTS, **SIZES)
+    return root
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("synth")
+    return {
+        "a": _generate(base / "a", seed=0, workers=1),
+        "again": _generate(base / "again", seed=0, workers=1),
+        "workers": _generate(base / "workers", seed=0, workers=2),
+        "other": _generate(base / "other", seed=1, workers=1),
+    }
+
+
+def test_layouts_have_the_real_datasets_names(runs: dict[str, Path]) -> None:
+    root = runs["a"]
+    for i in range(4):
+        assert (root / "source" / "images" / f"{i:05d}.png").is_file()
+        assert (root / "source" / "labels" / f"{i:05d}.png").is_file()
+    for split, n in (("train", 3), ("val", 2)):
+        for i in range(n):
+            stem = f"synthcity_000000_{i:06d}"
+            assert (root / "target" / "leftImg8bit" / split / "synthcity" / f"{stem}_leftImg8bit.png").is_file()
+            assert (root / "target" / "gtFine" / split / "synthcity" / f"{stem}_gtFine_labelIds.png").is_file()
+    assert len(list(root.rglob("*.png"))) == 2 * (4 + 3 + 2)
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_images_and_labels_are_well_formed(runs: dict[str, Path]) -> None:
+    root = runs["a"]
+    pairs = [(root / "source" / "images" / "00000.png", root / "source" / "labels" / "00000.png", (112, 64))]
+    stem = "synthcity_000000_000000"
+    pairs.append((root / "target" / "leftImg8bit" / "val" / "synthcity" / f"{stem}_leftImg8bit.png",
+                  root / "target" / "gtFine" / "val" / "synthcity" / f"{stem}_gtFine_labelIds.png", (128, 64)))
+    for image_path, label_path, size in pairs:
+        with Image.open(image_path) as image, Image.open(label_path) as label:
+            assert image.mode == "RGB" and image.size == size
+            assert label.mode == "L" and label.size == size
+            values = np.asarray(label)
+        assert values.dtype == np.uint8
+        assert set(np.unique(values).tolist()) <= VALID_IDS
+
+
+def test_enough_classes_with_stuff_more_frequent_than_things(runs: dict[str, Path]) -> None:
+    present: set[int] = set()
+    labels = [*(runs["a"] / "source" / "labels").glob("*.png"), *(runs["a"] / "target" / "gtFine").rglob("*.png")]
+    for path in labels:
+        present |= set(np.unique(CITYSCAPES_TABLE[np.asarray(Image.open(path))]).tolist())
+    assert len(present - {255}) >= 12
+    for freq in json.loads((runs["a"] / "manifest.json").read_text())["class_frequency"].values():
+        stuff = sum(freq[c] for c in ("road", "sidewalk", "building", "vegetation", "sky"))
+        things = sum(freq[c] for c in ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"))
+        assert stuff > 2 * things
+        assert freq["road"] > freq["person"] and freq["building"] > freq["pole"]
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(runs: dict[str, Path]) -> None:
+    first, again, other = _files(runs["a"]), _files(runs["again"]), _files(runs["other"])
+    assert first == again
+    assert first.keys() == other.keys()
+    images = [k for k in first if k.endswith(".png")]
+    assert all(first[k] != other[k] for k in images)
+
+
+def test_workers_do_not_change_the_output(runs: dict[str, Path]) -> None:
+    assert _files(runs["workers"]) == _files(runs["a"])
+
+
+def test_manifest_records_differing_mode_mixes(runs: dict[str, Path]) -> None:
+    manifest = json.loads((runs["a"] / "manifest.json").read_text())
+    assert manifest["seed"] == 0
+    assert manifest["counts"] == {"source": 4, "target_train": 3, "target_val": 2}
+    assert manifest["sizes"] == {"source": [112, 64], "target": [128, 64]}
+    assert set(manifest["class_frequency"]) == {"source", "target_train", "target_val"}
+    mixes = manifest["mode_mix"]
+    assert len(mixes) >= 12
+    for name, mix in mixes.items():
+        assert len(mix["source"]) >= 2, name
+        assert mix["source"] != mix["target"], name
+        assert min(mix["source"].values()) >= 0.05, name  # every mode appears in the source
+        assert sum(mix["target"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_modes_are_distinct_and_photos_ship_with_scikit_image() -> None:
+    for modes in CLASS_MODES.values():
+        assert len({m.paint.rgb for m in modes}) == len(modes)
+    for name in PHOTO_FILES.values():
+        assert (data_folder() / name).is_file()
