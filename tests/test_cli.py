@@ -1,0 +1,55 @@
+"""The command line: help for every subcommand, data check/convert, config commands, synth data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from drsl.cli import build_parser, main
+from fixtures import write_gta5
+
+SUBCOMMANDS = ["data", "train", "evaluate", "pseudo-label", "predict", "export", "report", "bench", "config", "demo"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: drsl " + command in capsys.readouterr().out
+
+
+def test_data_check_reports_problems_and_converts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_gta5(tmp_path / "good", n=3, size=(20, 24))
+    report = tmp_path / "report.json"
+    out = tmp_path / "converted"
+    assert main(["data", "check", str(good.root), "--layout", "gta5", "--json", str(report), "--convert", str(out)]) == 0
+    data = json.loads(report.read_text())
+    assert data["problems"] == [] and sum(c["pixels"] for c in data["classes"]) + data["ignore_pixels"] == 3 * 20 * 24
+    assert len(list((out / "masks").glob("*.png"))) == 3 and (out / "class_stats.json").is_file()
+
+    bad = write_gta5(tmp_path / "bad", n=3, size=(20, 24), mismatch=[0])
+    assert main(["data", "check", str(bad.root), "--layout", "gta5"]) == 1
+    assert "mismatch" in capsys.readouterr().out.lower()
+
+
+def test_data_check_wrong_root_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["data", "check", str(tmp_path / "nowhere"), "--layout", "cityscapes"])
+    captured = capsys.readouterr()
+    assert code in (1, 2) and "nowhere" in captured.out + captured.err and "Traceback" not in captured.err
+
+
+def test_config_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "list"]) == 0
+    assert "synth/drsl" in capsys.readouterr().out
+    assert main(["config", "show", "synth/drsl", "adapt.drsl.num_modes=5"]) == 0
+    assert "num_modes: 5" in capsys.readouterr().out
+
+
+def test_data_synth_writes_both_layouts(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    assert main(["data", "synth", str(out), "--num-source", "2", "--num-target-train", "2", "--num-target-val", "1", "--workers", "1"]) == 0
+    assert len(list((out / "source" / "labels").glob("*.png"))) == 2
+    assert len(list((out / "target" / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))) == 1
