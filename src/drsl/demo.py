@@ -28,15 +28,17 @@ def synth_config(name: str, data_root: Path, work_dir: Path, seed: int, extra: l
     return config
 
 
-#: Shorter schedules than the packaged configs, so the demo fits in about 10 minutes on 2 cores.
-DEMO_ITERATIONS = {"source_only": 1000, "cbst": 300, "drsl": 300}
+#: Shorter schedules and a smaller benchmark than the packaged configs and `drsl bench compare`,
+#: so the whole demo (install included) stays well inside 15 minutes on 2 CPU cores.
+DEMO_ITERATIONS = {"source_only": 800, "cbst": 200, "drsl": 200}
+DEMO_IMAGES = {"num_source": 400, "num_target_train": 400, "num_target_val": 100}
 
 
 def run_demo(out: Path, seed: int = 0) -> dict[str, float]:
     """Run the whole pipeline under ``out``; returns target-val mIoU (19 classes) per method."""
     data_root = out / "data"
     if not (data_root / "manifest.json").is_file():
-        generate_benchmark(data_root, seed=seed, workers=2, progress=True)
+        generate_benchmark(data_root, seed=seed, workers=2, progress=True, **DEMO_IMAGES)
     results: dict[str, float] = {}
     source_dir = out / "source_only"
     iterations = f"train.iterations={DEMO_ITERATIONS['source_only']}"
