@@ -17,9 +17,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from drsl.data.labels import CITYSCAPES_TABLE, CLASS_NAMES, NUM_CLASSES
+from drsl.engine.logging import progress as progress_bar
 from drsl.fileio import atomic_write_json, atomic_write_png
 
 from .catalogue import CLASS_MODES, MODE_KEYS, mode_mixes
@@ -132,9 +132,9 @@ def generate_benchmark(
     if workers > 1 and len(jobs) > 1:
         with _opencv_sequential(), ProcessPoolExecutor(workers, mp_context=_context()) as pool:
             results = pool.map(_write, jobs, chunksize=max(1, min(8, len(jobs) // (4 * workers))))
-            stats = list(tqdm(results, total=len(jobs), disable=not progress))
+            stats = list(progress_bar(results, total=len(jobs), enabled=progress))
     else:
-        stats = [_write(job) for job in tqdm(jobs, disable=not progress)]
+        stats = [_write(job) for job in progress_bar(jobs, enabled=progress)]
     class_counts = {split: np.zeros(NUM_CLASSES, dtype=np.int64) for split in counts}
     mode_counts = {split: np.zeros(len(MODE_KEYS), dtype=np.int64) for split in counts}
     for job, (classes, modes) in zip(jobs, stats):
