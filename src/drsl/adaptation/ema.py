@@ -36,8 +36,8 @@ class EMATeacher(nn.Module):
         n = float(self.updates.item())
         momentum = min(self.momentum, (1.0 + n) / (10.0 + n))
         parts = nn.ModuleList(student)
-        for teacher_param, student_param in zip(self.model.parameters(), parts.parameters()):
+        for teacher_param, student_param in zip(self.model.parameters(), parts.parameters(), strict=True):
             teacher_param.lerp_(student_param.detach(), 1.0 - momentum)
-        for teacher_buffer, student_buffer in zip(self.model.buffers(), parts.buffers()):
+        for teacher_buffer, student_buffer in zip(self.model.buffers(), parts.buffers(), strict=True):
             teacher_buffer.copy_(student_buffer)
         self.updates += 1
