@@ -15,6 +15,7 @@ from drsl.commands import bench_speed, export, predict, report
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
 from drsl.engine.checkpoint import CheckpointError
+from drsl.engine.distributed import shutdown
 from drsl.engine.trainer import NonFiniteLossError
 from drsl.models.weights import WeightsError
 
@@ -269,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -78,11 +78,6 @@ def out_of_range_values(raw: np.ndarray, max_id: int) -> list[int]:
     return [int(v) for v in bad[:10]]
 
 
-def identity_table(num_classes: int) -> np.ndarray:
-    """Lookup table for masks already stored as train ids: 0..num_classes-1 kept, the rest ignored."""
-    return lookup_table({i: i for i in range(num_classes)}, max_id=num_classes - 1)
-
-
 def colorize(label: np.ndarray) -> np.ndarray:
     """An HxWx3 uint8 Cityscapes-palette image for a train-id map; ignored pixels are black."""
     table = np.zeros((256, 3), dtype=np.uint8)
