@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 import yaml
 from PIL import Image
 
@@ -209,3 +210,9 @@ def write_folder(
         yaml.safe_dump(class_map))
     out.class_map.write_text(text)
     return out
+
+
+def run_weights(work_dir: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a run's latest checkpoint (model state only)."""
+    state = torch.load(Path(work_dir) / "checkpoints" / "latest.pt", weights_only=True)
+    return {k: v for k, v in state["model"].items() if isinstance(v, torch.Tensor)}

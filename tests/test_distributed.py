@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from drsl.adaptation.pseudo_labels import read_manifest
 from drsl.api import pseudo_label_checkpoint
@@ -35,6 +34,7 @@ from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import RunLogger
 from drsl.engine.trainer import Trainer
 from drsl.training import build_module, run_training
+from fixtures import run_weights
 
 SIZE = (48, 64)
 ATOL = 1e-5
@@ -74,13 +74,8 @@ def train_argv(root: Path, work: Path, *extra: str) -> list[str]:
     return ["train", "synth/source_only", *overrides(root, work, *extra), "--device", "cpu"]
 
 
-def weights(work: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(work / "checkpoints" / "latest.pt", weights_only=True)
-    return {k: v for k, v in state["model"].items() if isinstance(v, torch.Tensor)}
-
-
 def max_difference(a: Path, b: Path) -> float:
-    wa, wb = weights(a), weights(b)
+    wa, wb = run_weights(a), run_weights(b)
     assert wa.keys() == wb.keys()
     return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa if wa[k].numel())
 

@@ -16,7 +16,7 @@ import torch
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
 from drsl.training import read_eval, run_training
-from fixtures import write_cityscapes, write_gta5
+from fixtures import run_weights, write_cityscapes, write_gta5
 
 SIZE = (40, 56)
 
@@ -47,13 +47,8 @@ def source_checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory)
     return work / "checkpoints" / "latest.pt"
 
 
-def weights(work_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(work_dir / "checkpoints" / "latest.pt", weights_only=True)
-    return {k: v for k, v in state["model"].items() if isinstance(v, torch.Tensor)}
-
-
 def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
+    wa, wb = run_weights(a), run_weights(b)
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"weights differ after resume: {different[:5]}"
