@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from drsl.config import Config, config_from_dict, load_config, merge_dict, nest, parse_override
+from drsl.config import Config, apply_overrides, config_from_dict, load_config
 from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drsl.engine.distributed import DistInfo, init_distributed
 from drsl.evaluation.inference import predict_probs
@@ -28,11 +28,7 @@ def _config_for(state: dict[str, Any], path: str | Path, config: str | Path | No
         return load_config(resolve_config_path(str(config)), overrides)
     if "config" not in state:
         raise CheckpointError(f"{path} stores no config: pass --config")
-    cfg = config_from_dict(state["config"])
-    for text in overrides:
-        keys, value = parse_override(text)
-        merge_dict(cfg, nest(keys, value))
-    return cfg
+    return apply_overrides(config_from_dict(state["config"]), overrides)
 
 
 class SegmentationModel:

@@ -324,7 +324,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 merge_dict(config, data)
             except ConfigError as exc:
                 raise ConfigError(f"{layer_path}: {exc}") from None
-    for text in overrides or []:
+    return apply_overrides(config, overrides or [])
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply dotted ``key.sub=value`` overrides strictly (in place) and return the config."""
+    for text in overrides:
         keys, value = parse_override(text)
         try:
             merge_dict(config, nest(keys, value))

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from drsl.bench.pipeline import write_cityscapes_like, write_gta5_like
+from drsl.bench.standalone import standalone_main
 
 #: Native image sizes [h, w] written, and for ``--tiny`` the resize and crop used instead of the
 #: config's (GTA5 1280x720, Cityscapes 1024x512, crop 512x1024).
@@ -198,9 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m drsl.bench.gpu_smoke``."""
-    parser = argparse.ArgumentParser(prog="python -m drsl.bench.gpu_smoke", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main("gpu_smoke", __doc__ or "", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from drsl.bench.standalone import standalone_main
 from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, PALETTE
 
 #: Cityscapes label ids that map to a train id (no pixel of these is ignored).
@@ -310,9 +311,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m drsl.bench.pipeline``."""
-    parser = argparse.ArgumentParser(prog="python -m drsl.bench.pipeline", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main("pipeline", __doc__ or "", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

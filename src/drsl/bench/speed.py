@@ -39,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from drsl.bench.standalone import standalone_main
+
 #: Training cases in the order of the table.
 TRAIN_CASES = ("floor", "source_only", "cbst", "drsl")
 ALL_CASES = (*TRAIN_CASES, "inference", "pseudo_label")
@@ -437,9 +439,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m drsl.bench.speed``."""
-    parser = argparse.ArgumentParser(prog="python -m drsl.bench.speed", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main("speed", __doc__ or "", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,19 @@
+"""The ``python -m drsl.bench.X`` entry point shared by the benchmark modules."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+
+def standalone_main(
+    module: str,
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse ``argv`` with the module's arguments and run it (``python -m drsl.bench.<module>``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m drsl.bench.{module}", description=doc.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
