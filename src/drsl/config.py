@@ -128,7 +128,6 @@ class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])
     #: Resize inputs to this [height, width] before inference; predictions return to label size.
     resize: list[int] | None = None
-    batch_size: int = 1
 
 
 @dataclass
