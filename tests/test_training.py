@@ -3,6 +3,7 @@ same weights and metrics as an uninterrupted one (training and pseudo-labelling)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -67,6 +68,13 @@ def test_same_seed_same_result(data_root: Path, source_checkpoint: Path, tmp_pat
     again = tmp_path / "again"
     run_training(load_config(resolve_config_path("synth/source_only"), overrides(data_root, again)))
     assert_same_weights(source_checkpoint.parent.parent, again)
+
+
+def test_class_balanced_source_sampling_runs_and_caches_counts(data_root: Path, source_checkpoint: Path, tmp_path: Path) -> None:
+    extra = [f"init_checkpoint={source_checkpoint}", "data.source_sampling.mode=class_balanced", "train.iterations=2"]
+    run_training(load_config(resolve_config_path("synth/cbst"), overrides(data_root, tmp_path) + extra))
+    cached = json.loads((tmp_path / "source_class_counts.json").read_text())
+    assert len(cached["names"]) == len(cached["counts"]) == 8
 
 
 @pytest.mark.parametrize("method", ["cbst", "drsl", "drsl_online"])

@@ -56,6 +56,17 @@ class AugmentConfig:
 
 
 @dataclass
+class SourceSamplingConfig:
+    """How source images are drawn: uniform epochs, or class-balanced (rare classes more often)."""
+
+    mode: Literal["uniform", "class_balanced"] = "uniform"
+    #: Class-balanced: P(class) is proportional to exp((1 - pixel share) / temperature).
+    temperature: float = 0.01
+    #: Class-balanced: an image holds a class when it covers at least this share of its pixels.
+    min_share: float = 0.0015
+
+
+@dataclass
 class DataConfig:
     """Source (labelled), target (unlabelled) and target validation sets."""
 
@@ -64,6 +75,7 @@ class DataConfig:
     val: DatasetConfig | None = None
     source_augment: AugmentConfig = field(default_factory=AugmentConfig)
     target_augment: AugmentConfig = field(default_factory=AugmentConfig)
+    source_sampling: SourceSamplingConfig = field(default_factory=SourceSamplingConfig)
     batch_size: int = 2
     num_workers: int = 2
     #: Class subset sizes (19/16/13) reported by evaluation; the first is the headline mIoU.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +19,7 @@ from drsl.adaptation.drsl import DRSLRegularizer
 from drsl.adaptation.ema import EMATeacher
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config
+from drsl.data.class_balance import source_sampling_weights
 from drsl.data.labels import IGNORE_INDEX
 from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
@@ -48,6 +50,8 @@ class RunContext:
     source: Dataset
     target: Dataset | None
     val: Dataset | None
+    #: Per-image source sampling probabilities (class-balanced sampling), None for uniform.
+    source_weights: np.ndarray | None = None
 
     @property
     def module(self) -> SelfTrainingModule:
@@ -72,16 +76,27 @@ def per_rank_batch(config: Config, dist: DistInfo) -> int:
     return global_batch // dist.world_size
 
 
-def batches(view: Dataset, config: Config, seed: int, start_batch: int, dist: DistInfo) -> Iterator[Any]:
-    """An endless, resumable iterator of training batches from ``view``."""
+def batches(
+    view: Dataset, config: Config, seed: int, start_batch: int, dist: DistInfo,
+    weights: np.ndarray | None = None,
+) -> Iterator[Any]:
+    """An endless, resumable iterator of training batches from ``view`` (optionally weighted)."""
     batch_size = per_rank_batch(config, dist)
-    sampler = ResumableSampler(len(view), batch_size, seed, start_batch, dist.rank, dist.world_size)  # type: ignore[arg-type]
+    sampler = ResumableSampler(
+        len(view), batch_size, seed, start_batch, dist.rank, dist.world_size, weights  # type: ignore[arg-type]
+    )
     loader = DataLoader(
         view, batch_size=batch_size, sampler=sampler, num_workers=config.data.num_workers,
         pin_memory=dist.device.type == "cuda", drop_last=True,
         persistent_workers=config.data.num_workers > 0,
     )
     return iter(loader)
+
+
+def source_batches(ctx: RunContext) -> Iterator[Any]:
+    """Labelled source batches from the trainer's current iteration, as configured."""
+    config = ctx.config
+    return batches(ctx.source, config, config.seed, ctx.trainer.iteration, ctx.dist, ctx.source_weights)
 
 
 def joint_batches(source: Iterator[Any], target: Iterator[Any]) -> Iterator[dict[str, Any]]:
@@ -177,7 +192,12 @@ def build_context(config: Config, resume: str | bool | None, dist: DistInfo) -> 
         trainer.resume(checkpoint)
         logger.truncate_after(trainer.iteration)
         log.info("resumed from %s at iteration %d", checkpoint, trainer.iteration)
-    return RunContext(config, dist, trainer, logger, source_view(config), target, val)
+    source = source_view(config)
+    weights = source_sampling_weights(
+        source.dataset, config.data.source_sampling,  # type: ignore[attr-defined]
+        Path(config.work_dir) / "source_class_counts.json", dist.is_main,
+    )
+    return RunContext(config, dist, trainer, logger, source, target, val, weights)
 
 
 def finish(ctx: RunContext) -> dict[str, Any]:
@@ -209,8 +229,7 @@ def run_training(config: Config, resume: str | bool | None = None, device: str =
     ctx = build_context(config, resume, dist)
     try:
         if not ctx.module.uses_target:
-            source = batches(ctx.source, config, config.seed, ctx.trainer.iteration, dist)
-            ctx.trainer.fit(({"source": batch} for batch in source), until=config.train.iterations)
+            ctx.trainer.fit(({"source": batch} for batch in source_batches(ctx)), until=config.train.iterations)
         elif config.adapt.host == "rounds":
             run_rounds(ctx)
         else:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def run_online(ctx: RunContext) -> None:
     """Train from the current iteration to ``train.iterations`` with teacher pseudo-labels."""
-    from drsl.training import batches, hide_target_labels, joint_batches
+    from drsl.training import batches, hide_target_labels, joint_batches, source_batches
 
     config, module = ctx.config, ctx.module
     assert module.teacher is not None, "the online host needs an EMA teacher"
@@ -23,7 +23,7 @@ def run_online(ctx: RunContext) -> None:
     start = ctx.trainer.iteration
     ctx.trainer.fit(
         joint_batches(
-            batches(ctx.source, config, config.seed, start, ctx.dist),
+            source_batches(ctx),
             batches(view, config, config.seed + 1, start, ctx.dist),
         ),
         until=config.train.iterations,

@@ -71,7 +71,7 @@ def prepare_round(ctx: RunContext, round_index: int) -> str:
 
 def run_rounds(ctx: RunContext) -> None:
     """Run the remaining rounds from the trainer's current iteration."""
-    from drsl.training import batches, joint_batches
+    from drsl.training import batches, joint_batches, source_batches
 
     config, length = ctx.config, round_length(ctx)
     transform = build_train_transform(config.data.target_augment)
@@ -86,7 +86,7 @@ def run_rounds(ctx: RunContext) -> None:
         start = ctx.trainer.iteration
         ctx.trainer.fit(
             joint_batches(
-                batches(ctx.source, config, config.seed, start, ctx.dist),
+                source_batches(ctx),
                 batches(view, config, config.seed + 1, start, ctx.dist),
             ),
             until=end,

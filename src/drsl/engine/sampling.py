@@ -14,6 +14,9 @@ from torch.utils.data import Dataset, Sampler
 class ResumableSampler(Sampler[tuple[int, int]]):
     """An endless stream of ``(index, sample_seed)``: epoch-wise permutations of the dataset.
 
+    With ``weights`` (per-sample probabilities) each epoch is instead ``num_samples`` draws with
+    replacement from those probabilities (class-balanced sampling).
+
     The global stream is cut into global batches of ``batch_size * world_size`` items; rank r takes
     items r, r + world_size, ... of each, so the union over ranks equals a single process run with
     the global batch. ``start_batch`` skips the batches already consumed (resume).
@@ -21,15 +24,21 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
     def __init__(
         self, num_samples: int, batch_size: int, seed: int, start_batch: int = 0,
-        rank: int = 0, world_size: int = 1,
+        rank: int = 0, world_size: int = 1, weights: np.ndarray | None = None,
     ) -> None:
         if num_samples <= 0:
             raise ValueError("cannot sample from an empty dataset")
+        if weights is not None and len(weights) != num_samples:
+            raise ValueError(f"{len(weights)} sampling weights for {num_samples} samples")
+        self.weights = weights
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.start_batch, self.rank, self.world_size = start_batch, rank, world_size
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.weights is None:
+            return rng.permutation(self.num_samples)
+        return rng.choice(self.num_samples, size=self.num_samples, p=self.weights)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         position = self.start_batch * self.batch_size * self.world_size + self.rank
