@@ -53,3 +53,11 @@ def test_data_synth_writes_both_layouts(tmp_path: Path) -> None:
     assert main(["data", "synth", str(out), "--num-source", "2", "--num-target-train", "2", "--num-target-val", "1", "--workers", "1"]) == 0
     assert len(list((out / "source" / "labels").glob("*.png"))) == 2
     assert len(list((out / "target" / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))) == 1
+
+
+def test_unknown_arguments_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["config", "show", "synth/drsl", "--bogus"], ["data", "synth", str(tmp_path), "seed=3"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err

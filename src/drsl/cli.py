@@ -111,8 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="runs/compare", help="folder for runs and results.{json,md}")
     compare.add_argument("--data", default="data/synth", help="generated benchmark root (made if missing)")
     compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    compare.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all")
+    compare.add_argument(
+        "--variants", nargs="+", metavar="VARIANT",
+        help=f"default: all of {', '.join(VARIANTS)} (KEY=VALUE overrides may follow)",
+    )
     compare.add_argument("--quick", action="store_true", help="one seed; source-only, oracle, CBST and DRSL")
+    compare.add_argument(
+        "--source-checkpoint",
+        help="start every adaptation run from this source-only checkpoint instead of training one "
+        "(source-only is then not a row of the table)",
+    )
     _add_overrides(compare)
     bench_speed.add_actions(bench_sub)
 
@@ -212,8 +220,17 @@ def _command_bench(args: argparse.Namespace) -> int:
     from drsl.bench.compare import run_comparison
 
     seeds = args.seeds[:1] if args.quick else args.seeds
-    variants = args.variants or (["source_only", "oracle", "cbst", "drsl"] if args.quick else list(DEFAULT_VARIANTS))
-    plan = Plan(Path(args.out), Path(args.data), seeds, variants, list(args.overrides))
+    named = args.variants or []
+    overrides = list(args.overrides) + [v for v in named if "=" in v]  # overrides typed after --variants
+    chosen = [v for v in named if "=" not in v]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    variants = chosen or (["source_only", "oracle", "cbst", "drsl"] if args.quick else list(DEFAULT_VARIANTS))
+    shared = Path(args.source_checkpoint) if args.source_checkpoint else None
+    if shared is not None and not shared.is_file():
+        raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")
+    plan = Plan(Path(args.out), Path(args.data), seeds, variants, overrides, shared)
     run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
     print((Path(args.out) / "results.md").read_text())
     return 0
@@ -258,7 +275,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``drsl`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides typed after options are still overrides
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -50,13 +50,15 @@ DEFAULT_VARIANTS = tuple(VARIANTS)
 
 @dataclass
 class Plan:
-    """What to run: variants, seeds, data, output folder, extra overrides for every run."""
+    """What to run: variants, seeds, data, output folder, extra overrides for every run, and
+    optionally an existing source-only checkpoint to adapt from (instead of training one)."""
 
     out: Path
     data_root: Path
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     overrides: list[str] = field(default_factory=list)
+    source_checkpoint: Path | None = None
 
 
 def run_dir(plan: Plan, variant: str, seed: int) -> Path:
@@ -66,6 +68,8 @@ def run_dir(plan: Plan, variant: str, seed: int) -> Path:
 
 def shared_checkpoint(plan: Plan) -> Path:
     """The source-only checkpoint every adaptation run starts from."""
+    if plan.source_checkpoint is not None:
+        return plan.source_checkpoint
     return run_dir(plan, "source_only", plan.seeds[0]) / "checkpoints" / "latest.pt"
 
 
@@ -186,7 +190,7 @@ def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
     if not (plan.data_root / "manifest.json").is_file():
         generate_benchmark(plan.data_root, seed=0, workers=2, progress=True)
     order = sorted(plan.variants, key=lambda v: v != "source_only")
-    if "source_only" not in order and any(VARIANTS[v].adapts for v in order):
+    if plan.source_checkpoint is None and "source_only" not in order and any(VARIANTS[v].adapts for v in order):
         order.insert(0, "source_only")
     records = []
     for name in order:

@@ -1,0 +1,70 @@
+"""`drsl bench compare`: the aggregation against a hand computation, and a tiny end-to-end run
+from a given source-only checkpoint with overrides typed after --variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drsl.bench.compare import aggregate, markdown
+from drsl.cli import main
+from drsl.data.labels import CLASS_NAMES
+from fixtures import write_cityscapes, write_gta5
+
+
+def _record(variant: str, seed: int, miou: float, precision: float = 0.9) -> dict:
+    per_class = {c: miou for c in CLASS_NAMES}
+    return {
+        "variant": variant, "seed": seed, "miou": {"19": miou, "16": miou, "13": miou},
+        "per_class_iou": per_class, "seconds": 10.0 + seed,
+        "pseudo_labels": [{"round": 0, "portion": 0.3, "precision": precision, "coverage": 0.3}],
+    }
+
+
+def test_aggregate_means_spreads_and_gap_closed() -> None:
+    records = [
+        _record("source_only", 0, 0.20), _record("oracle", 0, 0.40),
+        _record("cbst", 0, 0.21, 0.8), _record("cbst", 1, 0.23, 0.9), _record("cbst", 2, 0.25, 1.0),
+    ]
+    table = aggregate(records)
+    mean, std = table["cbst"]["miou19"]
+    assert mean == pytest.approx(23.0) and std == pytest.approx(np.std([21, 23, 25], ddof=1))
+    assert table["cbst"]["pseudo_labels"][0]["precision"][0] == pytest.approx(90.0)
+    assert table["cbst"]["seconds"][0] == pytest.approx(11.0)
+    text = markdown(table, "drsl bench compare")
+    assert "| cbst | 23.0 ± 2.0 | 3 | 21.0, 23.0, 25.0 | 11 |" in text
+    assert "- cbst: 15%" in text  # (23 - 20) / (40 - 20)
+
+
+def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_gta5(data / "source", n=4, size=(32, 40))
+    write_cityscapes(data / "target", "train", per_city=2, size=(32, 40))
+    write_cityscapes(data / "target", "val", per_city=1, size=(32, 40))
+    (data / "manifest.json").write_text("{}")
+    tiny = ["data.batch_size=2", "data.num_workers=0", "model.light_width=1", "train.checkpoint_every=0",
+            "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]"]
+    source = tmp_path / "source_only"
+    assert main(["train", "synth/source_only", f"data.source.root={data}/source", f"data.val.root={data}/target",
+                 "train.iterations=2", "--work-dir", str(source), *tiny]) == 0
+    out = tmp_path / "compare"
+    code = main(["bench", "compare", "--out", str(out), "--data", str(data), "--seeds", "0",
+                 "--source-checkpoint", str(source / "checkpoints" / "latest.pt"),
+                 "--variants", "cbst", "train.iterations=3", "adapt.rounds=1", *tiny])
+    assert code == 0
+    assert not (out / "runs" / "source_only").exists()
+    results = json.loads((out / "results.json").read_text())
+    (record,) = results["records"]
+    assert record["variant"] == "cbst" and len(record["pseudo_labels"]) == 1
+    assert json.loads((out / "runs" / "cbst" / "seed0" / "eval.json").read_text())["iteration"] == 3
+    assert "| cbst |" in (out / "results.md").read_text()
+
+
+def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "compare", "--out", str(tmp_path), "--variants", "drsl_bogus"]) == 2
+    assert "unknown variant(s) ['drsl_bogus']" in capsys.readouterr().err
+    assert main(["bench", "compare", "--out", str(tmp_path), "--source-checkpoint", str(tmp_path / "no.pt")]) == 2
+    assert "no.pt is not a file" in capsys.readouterr().err
