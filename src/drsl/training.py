@@ -111,7 +111,7 @@ def hide_target_labels(sample: dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
-def source_view(config: Config) -> Dataset:
+def source_view(config: Config) -> SeededView:
     """The labelled source training set with its augmentation."""
     return SeededView(build_dataset(config.data.source), build_train_transform(config.data.source_augment))
 
@@ -158,14 +158,17 @@ def make_evaluator(config: Config, val: Dataset, dist: DistInfo) -> Any:
     return run
 
 
-def add_panels(trainer: Trainer, config: Config, target: Dataset | None) -> None:
-    """Log a panel of the first source and target (else val) sample every train.panel_every steps."""
+def add_panels(trainer: Trainer, config: Config, source: Dataset, target: Dataset | None) -> None:
+    """Log a panel of the first source and target (else val) sample every train.panel_every steps.
+
+    ``source`` is the plain (un-augmented) source dataset.
+    """
     from drsl.viz.panels import PanelWriter
 
     writer = PanelWriter(trainer.logger, config.train.panel_every)
     if writer.every <= 0 or target is None or not trainer.logger.enabled:
         return
-    source_sample = build_dataset(config.data.source)[0]
+    source_sample = source[0]
     target_sample = hide_target_labels(target[0])
     trainer.step_hooks.append(lambda it: writer.maybe_log(it, trainer.module, source_sample, target_sample))
 
@@ -177,6 +180,7 @@ def build_context(config: Config, resume: str | bool | None, dist: DistInfo) -> 
         prepare_run_dir(config)
     logger = RunLogger(config.work_dir, enabled=dist.is_main)
     module = build_module(config)
+    source = source_view(config)
     val = build_dataset(config.data.val) if config.data.val is not None else None
     target = None
     if module.uses_target:
@@ -186,15 +190,14 @@ def build_context(config: Config, resume: str | bool | None, dist: DistInfo) -> 
     trainer = Trainer(
         config, module, dist, logger, make_evaluator(config, val, dist) if val is not None else None
     )
-    add_panels(trainer, config, target if target is not None else val)
+    add_panels(trainer, config, source.dataset, target if target is not None else val)
     checkpoint = latest_checkpoint(config.work_dir) if resume is True else resume or None
     if checkpoint:
         trainer.resume(checkpoint)
         logger.truncate_after(trainer.iteration)
         log.info("resumed from %s at iteration %d", checkpoint, trainer.iteration)
-    source = source_view(config)
     weights = source_sampling_weights(
-        source.dataset, config.data.source_sampling,  # type: ignore[attr-defined]
+        source.dataset, config.data.source_sampling,  # type: ignore[arg-type]
         Path(config.work_dir) / "source_class_counts.json", dist.is_main,
     )
     return RunContext(config, dist, trainer, logger, source, target, val, weights)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drsl.bench.standalone import standalone_main
+from drsl.bench.standalone import report_result, standalone_main
 from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, PALETTE
 
 #: Cityscapes label ids that map to a train id (no pixel of these is ignored).
@@ -301,12 +301,7 @@ def run(args: argparse.Namespace) -> int:
         args.root, args.images, args.crop, args.workers, args.batch, args.batches, args.samples,
         args.datasets,
     )
-    print(format_pipeline(result))
-    if args.json:
-        from drsl.fileio import atomic_write_json
-
-        atomic_write_json(args.json, result)
-    return 0
+    return report_result(result, format_pipeline(result), args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

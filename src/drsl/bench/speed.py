@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drsl.bench.standalone import standalone_main
+from drsl.bench.standalone import report_result, standalone_main
 
 #: Training cases in the order of the table.
 TRAIN_CASES = ("floor", "source_only", "cbst", "drsl")
@@ -429,12 +429,7 @@ def run(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         return child_main(args.child, args)
     result = run_speed_benchmark(args)
-    print(format_speed(result))
-    if args.json:
-        from drsl.fileio import atomic_write_json
-
-        atomic_write_json(args.json, result)
-    return 0
+    return report_result(result, format_speed(result), args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from drsl.fileio import atomic_write_json
 
 
 def standalone_main(
@@ -17,3 +20,11 @@ def standalone_main(
     parser = argparse.ArgumentParser(prog=f"python -m drsl.bench.{module}", description=doc.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+def report_result(result: dict[str, Any], text: str, json_path: str | None) -> int:
+    """Print a benchmark's table and, when asked, write its results as JSON; returns exit code 0."""
+    print(text)
+    if json_path:
+        atomic_write_json(json_path, result)
+    return 0
