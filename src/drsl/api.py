@@ -17,7 +17,7 @@ from torch import Tensor
 
 from drsl.config import Config, apply_overrides, config_from_dict, load_config
 from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from drsl.engine.distributed import DistInfo, init_distributed
+from drsl.engine.distributed import DistInfo, init_distributed, wants_cuda
 from drsl.evaluation.inference import predict_probs
 
 
@@ -101,8 +101,7 @@ def load_model(
     from drsl.models.weights import load_matching
 
     load_matching(module, weights, str(checkpoint))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    return SegmentationModel(module, cfg, torch.device("cuda" if use_cuda else "cpu"))
+    return SegmentationModel(module, cfg, torch.device("cuda" if wants_cuda(device) else "cpu"))
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:

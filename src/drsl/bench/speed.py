@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from drsl.bench.standalone import report_result, standalone_main
+from drsl.engine.distributed import wants_cuda
 
 #: Training cases in the order of the table.
 TRAIN_CASES = ("floor", "source_only", "cbst", "drsl")
@@ -292,17 +293,11 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": float(q[1]), "p25": float(q[0]), "p75": float(q[2]), "min": float(min(values)), "max": float(max(values))}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def run_speed_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Build every case, time them interleaved and return the results (see module docstring)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = torch.device("cuda" if wants_cuda(args.device) else "cpu")
     crop = tuple(args.crop)
     batch = make_batch(args.batch, crop)
     cases = build_cases(args, device, args.cases)

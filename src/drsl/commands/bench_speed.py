@@ -10,13 +10,6 @@ from __future__ import annotations
 import argparse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``drsl bench speed`` (for callers that build their own parser)."""
-    from drsl.bench.speed import add_arguments as speed_arguments
-
-    speed_arguments(parser)
-
-
 def add_actions(bench_actions: argparse._SubParsersAction) -> None:
     """Add ``speed``, ``pipeline`` and ``gpu-smoke`` to the sub-parsers of ``drsl bench``."""
     from drsl.bench import gpu_smoke, pipeline, speed
@@ -33,9 +26,8 @@ def add_actions(bench_actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to the chosen benchmark (``args.bench_command``; ``speed`` when absent)."""
+    """Dispatch to the chosen benchmark (``args.bench_command``)."""
     from drsl.bench import gpu_smoke, pipeline, speed
 
-    command = getattr(args, "bench_command", None) or "speed"
-    module = {"speed": speed, "pipeline": pipeline, "gpu-smoke": gpu_smoke}[command]
+    module = {"speed": speed, "pipeline": pipeline, "gpu-smoke": gpu_smoke}[args.bench_command]
     return module.run(args)

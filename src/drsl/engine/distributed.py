@@ -29,12 +29,17 @@ class DistInfo:
         return self.world_size > 1
 
 
+def wants_cuda(device: str) -> bool:
+    """Whether ``device`` ("auto", "cpu" or "cuda") means CUDA: "auto" picks it when available."""
+    return torch.cuda.is_available() if device == "auto" else device == "cuda"
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group that torchrun describes in the environment (if any) and pick a device.
 
     ``device`` is "auto" (CUDA when available, else CPU), "cpu" or "cuda".
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    use_cuda = wants_cuda(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
