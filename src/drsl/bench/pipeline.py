@@ -27,6 +27,7 @@ from PIL import Image
 
 from drsl.bench.standalone import report_result, standalone_main
 from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, PALETTE
+from drsl.fileio import atomic_write_png
 
 #: Cityscapes label ids that map to a train id (no pixel of these is ignored).
 VALID_IDS: tuple[int, ...] = tuple(sorted(CITYSCAPES_ID_TO_TRAIN_ID))
@@ -62,11 +63,6 @@ def synthetic_label(
     return np.ascontiguousarray(np.repeat(np.repeat(coarse, cell, 0), cell, 1)[:h, :w])
 
 
-def _write_rgb(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-
-
 def _write_palette(path: Path, ids: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(ids)
@@ -81,7 +77,7 @@ def write_gta5_like(
     """``root/images/%05d.png`` RGB and ``root/labels/%05d.png`` palette label-id PNGs."""
     root, rng = Path(root), np.random.default_rng(seed)
     for i in range(start, start + n):
-        _write_rgb(root / "images" / f"{i:05d}.png", synthetic_image(size, rng))
+        atomic_write_png(root / "images" / f"{i:05d}.png", synthetic_image(size, rng))
         _write_palette(root / "labels" / f"{i:05d}.png", synthetic_label(size, rng, ids))
     return root
 
@@ -95,10 +91,8 @@ def write_cityscapes_like(
     for i in range(n):
         city = cities[i % len(cities)]
         stem = f"{city}_000000_{i:06d}"
-        _write_rgb(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", synthetic_image(size, rng))
-        label = root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"
-        label.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(synthetic_label(size, rng, ids)).save(label)
+        atomic_write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", synthetic_image(size, rng))
+        atomic_write_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", synthetic_label(size, rng, ids))
     return root
 
 
