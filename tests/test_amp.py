@@ -65,7 +65,7 @@ def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
 def test_mixed_precision_trains_on_cpu(amp: str, dtype: torch.dtype, tmp_path: Path) -> None:
     trainer = make_trainer(drsl_config(tmp_path, amp))
     seen: list[torch.dtype] = []
-    trainer.module.segmentor.classifier.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    trainer.module.segmentor.decoder.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
     before = parameters(trainer)
     for step in range(3):
         logs = trainer.step(make_batch(step))

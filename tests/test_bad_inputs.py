@@ -70,7 +70,7 @@ def test_checkpoint_of_another_architecture(data: Path, tmp_path: Path, capsys: 
     code, err = run_cli(["evaluate", str(checkpoint), "model.light_width=2"], capsys)
     assert code == 2 and str(checkpoint) in err and "shape" in err
     code, err = run_cli(["evaluate", str(checkpoint), "model.num_classes=16"], capsys)
-    assert code == 2 and "classifier" in err
+    assert code == 2 and "decoder" in err
 
 
 def test_garbage_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

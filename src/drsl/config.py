@@ -84,11 +84,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """DeepLab-v2 style segmentor."""
+    """Segmentor: a registered encoder and decode head (drsl.models)."""
 
-    #: torchvision ResNet-101/50 dilated to output stride 8, or the light dilated CPU backbone.
+    #: Encoder (drsl.models.registry.BACKBONES): torchvision ResNet-101/50 dilated to output
+    #: stride 8, or the light dilated CPU backbone.
     backbone: Literal["resnet101", "resnet50", "light"] = "resnet101"
-    #: "full" sums ASPP rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
+    #: Decode head (drsl.models.registry.DECODERS): "aspp" is DeepLab-v2's ASPP classifier on the
+    #: deepest encoder map (the map DRSL's MMDL head then reads).
+    decoder: Literal["aspp"] = "aspp"
+    #: ASPP variant: "full" sums rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
     aspp: Literal["full", "rates_6_12"] = "full"
     num_classes: int = 19
     #: Width multiplier of the light backbone (stage channels 16w, 32w, 64w, 128w).

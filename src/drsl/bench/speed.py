@@ -97,16 +97,16 @@ class FloorStep:
     """The plain PyTorch step on the same network: no drsl code on the step's path."""
 
     def __init__(self, config: Any, device: torch.device) -> None:
-        from drsl.models.segmentor import IMAGENET_MEAN, IMAGENET_STD, build_segmentor
+        from drsl.models.segmentor import build_segmentor
 
         torch.manual_seed(0)
         net = build_segmentor(config.model)
-        self.encoder, self.head = net.encoder.to(device), net.classifier.to(device)
+        self.encoder, self.head = net.encoder.to(device), net.decoder.to(device)
         if config.train.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
             self.head.to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        self.mean = torch.tensor(net.encoder.input_norm.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(net.encoder.input_norm.std, device=device).view(1, 3, 1, 1)
         optim = config.optim
         self.optimizer = torch.optim.SGD(
             [{"params": self.encoder.parameters(), "lr": optim.lr},
@@ -128,7 +128,7 @@ class FloorStep:
         self.encoder.train()
         self.head.train()
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits = self.head(self.encoder(x))
+            logits = self.head(self.encoder(x))[0]
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(logits.float(), labels, ignore_index=255)
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,9 +1,11 @@
-"""The DeepLab-v2 ASPP classifier: parallel dilated 3x3 convolutions whose logits are summed."""
+"""The DeepLab-v2 ASPP decode head: parallel dilated 3x3 convolutions whose logits are summed."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from drsl.models.interfaces import DecodeHead
 
 #: Named ASPP variants. "rates_6_12" reproduces public code that sums only the first two branches.
 ASPP_RATES: dict[str, tuple[int, ...]] = {
@@ -12,8 +14,8 @@ ASPP_RATES: dict[str, tuple[int, ...]] = {
 }
 
 
-class ASPPClassifier(nn.Module):
-    """Sum of dilated 3x3 convolutions from encoder features to class logits."""
+class ASPPHead(DecodeHead):
+    """Logits from the deepest encoder map; its fused features are that map, unchanged."""
 
     def __init__(self, in_channels: int, num_classes: int, variant: str = "full") -> None:
         super().__init__()
@@ -26,6 +28,8 @@ class ASPPClassifier(nn.Module):
         for conv in self.branches:
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
+        self.feature_channels = in_channels
 
-    def forward(self, features: Tensor) -> Tensor:
-        return torch.stack([branch(features) for branch in self.branches]).sum(0)
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        deepest = features[-1]
+        return torch.stack([branch(deepest) for branch in self.branches]).sum(0), deepest

@@ -1,4 +1,4 @@
-"""The segmentor: an encoder and a DeepLab-v2 head, exposing the encoder features."""
+"""The segmentor: input normalisation (the encoder's), encoder and decode head."""
 
 from __future__ import annotations
 
@@ -8,66 +8,66 @@ import torch
 from torch import Tensor, nn
 
 from drsl.config import ModelConfig
-from drsl.models.backbones import LightEncoder, ResNetEncoder
-from drsl.models.deeplabv2 import ASPPClassifier
+from drsl.models.interfaces import DecodeHead, Encoder
+from drsl.models.registry import backbone, build_decoder, build_encoder
 from drsl.models.weights import freeze_batchnorm, load_encoder_weights
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegmentorOutput(NamedTuple):
-    """Logits and the encoder features they came from (both at output stride 8)."""
+    """Logits and the decode head's fused features, which the DRSL MMDL head reads."""
 
     logits: Tensor
     features: Tensor
 
 
 class Segmentor(nn.Module):
-    """Normalisation, encoder and classifier. Inputs are float RGB images in [0, 1]."""
+    """Inputs are float RGB images in [0, 1]; the encoder's ``input_norm`` is applied here."""
 
-    def __init__(self, encoder: nn.Module, num_classes: int, aspp: str = "full") -> None:
+    def __init__(self, encoder: Encoder, decoder: DecodeHead) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.classifier = ASPPClassifier(encoder.out_channels, num_classes, aspp)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.encoder, self.decoder = encoder, decoder
+        norm = encoder.input_norm
+        self.bgr, self.scale = norm.bgr, norm.scale
+        self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def feature_channels(self) -> int:
-        """Channels of the encoder features, for heads attached to them."""
-        return self.encoder.out_channels
+        """Channels of ``SegmentorOutput.features``, for heads attached to them."""
+        return self.decoder.feature_channels
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """RGB [0, 1] images -> the encoder's channel order, value scale and statistics."""
+        if self.bgr:
+            images = images.flip(1)
+        if self.scale != 1.0:
+            images = images * self.scale
+        return (images - self.mean) / self.std
 
     def forward(self, images: Tensor) -> SegmentorOutput:
-        features = self.encoder((images - self.mean) / self.std)
-        return SegmentorOutput(self.classifier(features), features)
+        logits, features = self.decoder(self.encoder(self.normalize(images)))
+        return SegmentorOutput(logits, features)
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained at the head learning rate."""
-        return list(self.classifier.parameters())
+        """Parameters trained at the head learning rate (the decode head)."""
+        return list(self.decoder.parameters())
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters trained at the base learning rate."""
         return list(self.encoder.parameters())
 
 
-def build_encoder(cfg: ModelConfig) -> nn.Module:
-    """The encoder named by the config."""
-    if cfg.backbone == "light":
-        return LightEncoder(cfg.light_width, cfg.light_depth)
-    return ResNetEncoder(int(cfg.backbone.removeprefix("resnet")))
-
-
 def build_segmentor(cfg: ModelConfig) -> Segmentor:
-    """A segmentor with random initial weights (see models.weights for loading)."""
-    return Segmentor(build_encoder(cfg), cfg.num_classes, cfg.aspp)
+    """A segmentor with random initial weights (see :func:`build_model` for loading)."""
+    encoder = build_encoder(cfg)
+    return Segmentor(encoder, build_decoder(encoder, cfg))
 
 
 def build_model(cfg: ModelConfig) -> Segmentor:
     """A segmentor built from the config, with initial weights and BatchNorm options applied."""
     segmentor = build_segmentor(cfg)
     if cfg.pretrained:
-        load_encoder_weights(segmentor.encoder, cfg.pretrained)
+        load_encoder_weights(segmentor.encoder, cfg.pretrained, backbone(cfg.backbone).adapt_weights)
     if cfg.freeze_bn:
         freeze_batchnorm(segmentor.encoder)
     return segmentor

@@ -6,6 +6,7 @@ downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,8 +54,8 @@ def _strip(key: str) -> str:
     return key
 
 
-def encoder_state_from(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Encoder weights from an ImageNet or DeepLab-init state dict (prefixes and classifiers removed)."""
+def torchvision_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Encoder weights from a torchvision-style state dict (prefixes and classifiers removed)."""
     stripped = {_strip(k): v for k, v in state.items()}
     return {k: v for k, v in stripped.items() if not k.startswith(_DROPPED_PREFIXES)}
 
@@ -81,9 +82,11 @@ def load_matching(module: nn.Module, state: dict[str, Tensor], source: str) -> N
     module.load_state_dict(state)
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
-    """Initialise an encoder from a torchvision ImageNet or DeepLab init file."""
-    load_matching(encoder, encoder_state_from(read_state_dict(path)), str(path))
+def load_encoder_weights(
+    encoder: nn.Module, path: str | Path, adapt: Callable[[dict[str, Tensor]], dict[str, Tensor]]
+) -> None:
+    """Initialise an encoder from a weights file, ``adapt`` mapping its keys onto the encoder's."""
+    load_matching(encoder, adapt(read_state_dict(path)), str(path))
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

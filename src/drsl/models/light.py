@@ -1,28 +1,11 @@
-"""Encoders with output stride 8: dilated torchvision ResNets and a light dilated CPU backbone."""
+"""A small ResNet-style encoder for CPUs (BasicBlocks, stages 3-4 dilated, output stride 8)."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torchvision.models import resnet50, resnet101
 from torchvision.models.resnet import BasicBlock
 
-
-class ResNetEncoder(nn.Module):
-    """A torchvision ResNet-50/101 with stages 3 and 4 dilated (output stride 8), no classifier."""
-
-    def __init__(self, depth: int) -> None:
-        super().__init__()
-        factory = {50: resnet50, 101: resnet101}[depth]
-        net = factory(weights=None, replace_stride_with_dilation=[False, True, True])
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4
-        )
-        self.out_channels = 2048
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+from drsl.models.interfaces import Encoder
 
 
 def _stage(in_ch: int, out_ch: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
@@ -45,8 +28,8 @@ def _stage(in_ch: int, out_ch: int, blocks: int, stride: int, dilation: int) -> 
     return nn.Sequential(*layers)
 
 
-class LightEncoder(nn.Module):
-    """A small ResNet-style encoder (BasicBlocks, stages 3-4 dilated, output stride 8) for CPUs."""
+class LightEncoder(Encoder):
+    """Stage channels 16w, 32w, 64w, 128w at strides 4, 8, 8, 8; ``depth`` blocks per stage."""
 
     def __init__(self, width: int = 2, depth: int = 1) -> None:
         super().__init__()
@@ -60,7 +43,11 @@ class LightEncoder(nn.Module):
         self.layer2 = _stage(c1, c2, depth, stride=2, dilation=1)
         self.layer3 = _stage(c2, c3, depth, stride=1, dilation=2)
         self.layer4 = _stage(c3, c4, depth, stride=1, dilation=4)
-        self.out_channels = c4
+        self.out_channels = [c1, c2, c3, c4]
+        self.strides = [4, 8, 8, 8]
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+    def forward(self, x: Tensor) -> list[Tensor]:
+        c1 = self.layer1(self.stem(x))
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        return [c1, c2, c3, self.layer4(c3)]

@@ -1,0 +1,63 @@
+"""The named backbones and decode heads that ``model.backbone`` and ``model.decoder`` choose from.
+
+A backbone is a builder (config -> :class:`~drsl.models.interfaces.Encoder`) and a weight adapter
+(the state dict of a weights file -> the encoder's own keys) for the file format its public weights
+come in. To add one: write the encoder in its own module, add an entry here and its name to
+``ModelConfig.backbone`` in ``drsl/config.py`` (docs/extending.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from drsl.config import ConfigError, ModelConfig
+from drsl.models.deeplabv2 import ASPPHead
+from drsl.models.interfaces import DecodeHead, Encoder
+from drsl.models.light import LightEncoder
+from drsl.models.resnet import ResNetEncoder
+from drsl.models.weights import torchvision_state
+
+StateDict = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build an encoder and how to read its pretrained weights files."""
+
+    build: Callable[[ModelConfig], Encoder]
+    #: A weights file's state dict -> the encoder's keys (prefixes, dropped classifiers, renames).
+    adapt_weights: Callable[[StateDict], StateDict] = torchvision_state
+
+
+BACKBONES: dict[str, Backbone] = {
+    "light": Backbone(lambda cfg: LightEncoder(cfg.light_width, cfg.light_depth)),
+    "resnet50": Backbone(lambda cfg: ResNetEncoder(50)),
+    "resnet101": Backbone(lambda cfg: ResNetEncoder(101)),
+}
+
+#: Decode head builders: (encoder, config) -> head producing ``cfg.num_classes`` logits.
+DECODERS: dict[str, Callable[[Encoder, ModelConfig], DecodeHead]] = {
+    "aspp": lambda encoder, cfg: ASPPHead(encoder.out_channels[-1], cfg.num_classes, cfg.aspp),
+}
+
+
+def backbone(name: str) -> Backbone:
+    """The registered backbone ``name``, or a ConfigError listing the known ones."""
+    if name not in BACKBONES:
+        raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
+    return BACKBONES[name]
+
+
+def build_encoder(cfg: ModelConfig) -> Encoder:
+    """The encoder ``model.backbone`` names, with random weights."""
+    return backbone(cfg.backbone).build(cfg)
+
+
+def build_decoder(encoder: Encoder, cfg: ModelConfig) -> DecodeHead:
+    """The decode head ``model.decoder`` names, sized for ``encoder``."""
+    if cfg.decoder not in DECODERS:
+        raise ConfigError(f"config key 'model.decoder': unknown decoder {cfg.decoder!r} (known: {', '.join(DECODERS)})")
+    return DECODERS[cfg.decoder](encoder, cfg)
