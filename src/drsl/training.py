@@ -5,29 +5,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from drsl.adaptation.context import RunContext, hide_target_labels, source_batches
 from drsl.adaptation.drsl import DRSLRegularizer
 from drsl.adaptation.ema import EMATeacher
+from drsl.adaptation.online import run_online
+from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config
 from drsl.data.class_balance import source_sampling_weights
-from drsl.data.labels import IGNORE_INDEX
 from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
 from drsl.engine.checkpoint import latest_checkpoint, load_checkpoint
 from drsl.engine.distributed import DistInfo, init_distributed
 from drsl.engine.logging import RunLogger
 from drsl.engine.run_dir import prepare_run_dir
-from drsl.engine.sampling import ResumableSampler, SeededView
+from drsl.engine.sampling import SeededView
 from drsl.engine.seeding import seed_everything
 from drsl.engine.trainer import Trainer
 from drsl.evaluation.evaluate import evaluate, flat_scalars, segmentor_prob_fn
@@ -37,78 +35,6 @@ from drsl.models.segmentor import build_model
 from drsl.models.weights import load_matching
 
 log = logging.getLogger("drsl")
-
-
-@dataclass
-class RunContext:
-    """Everything a host needs: config, process info, the trainer and the datasets."""
-
-    config: Config
-    dist: DistInfo
-    trainer: Trainer
-    logger: RunLogger
-    source: Dataset
-    target: Dataset | None
-    val: Dataset | None
-    #: Per-image source sampling probabilities (class-balanced sampling), None for uniform.
-    source_weights: np.ndarray | None = None
-
-    @property
-    def module(self) -> SelfTrainingModule:
-        """The training module (unwrapped from DDP)."""
-        return self.trainer.module  # type: ignore[return-value]
-
-    @property
-    def work_dir(self) -> Path:
-        """The run directory."""
-        return Path(self.config.work_dir)
-
-
-def per_rank_batch(config: Config, dist: DistInfo) -> int:
-    """The per-process batch: the configured global batch split over ranks."""
-    global_batch = config.data.batch_size
-    parts = dist.world_size * config.train.grad_accum
-    if global_batch % parts:
-        raise ValueError(
-            f"data.batch_size={global_batch} (the global batch) must be divisible by "
-            f"world size {dist.world_size} x train.grad_accum {config.train.grad_accum}"
-        )
-    return global_batch // dist.world_size
-
-
-def batches(
-    view: Dataset, config: Config, seed: int, start_batch: int, dist: DistInfo,
-    weights: np.ndarray | None = None,
-) -> Iterator[Any]:
-    """An endless, resumable iterator of training batches from ``view`` (optionally weighted)."""
-    batch_size = per_rank_batch(config, dist)
-    sampler = ResumableSampler(
-        len(view), batch_size, seed, start_batch, dist.rank, dist.world_size, weights  # type: ignore[arg-type]
-    )
-    loader = DataLoader(
-        view, batch_size=batch_size, sampler=sampler, num_workers=config.data.num_workers,
-        pin_memory=dist.device.type == "cuda", drop_last=True,
-        persistent_workers=config.data.num_workers > 0,
-    )
-    return iter(loader)
-
-
-def source_batches(ctx: RunContext) -> Iterator[Any]:
-    """Labelled source batches from the trainer's current iteration, as configured."""
-    config = ctx.config
-    return batches(ctx.source, config, config.seed, ctx.trainer.iteration, ctx.dist, ctx.source_weights)
-
-
-def joint_batches(source: Iterator[Any], target: Iterator[Any]) -> Iterator[dict[str, Any]]:
-    """Pairs of source and target batches."""
-    for source_batch, target_batch in zip(source, target):
-        yield {"source": source_batch, "target": target_batch}
-
-
-def hide_target_labels(sample: dict[str, Any]) -> dict[str, Any]:
-    """Target ground truth never reaches a loss: replace it by an all-ignored map."""
-    sample["label"] = torch.full_like(sample["label"], IGNORE_INDEX)
-    return sample
 
 
 def source_view(config: Config) -> SeededView:
@@ -225,9 +151,6 @@ def finish(ctx: RunContext) -> dict[str, Any]:
 
 def run_training(config: Config, resume: str | bool | None = None, device: str = "auto") -> dict[str, Any]:
     """Train (and adapt) as the config says; returns the final evaluation summary."""
-    from drsl.adaptation.online import run_online
-    from drsl.adaptation.rounds import run_rounds
-
     dist = init_distributed(device)
     ctx = build_context(config, resume, dist)
     try:

@@ -4,19 +4,13 @@ so its weights and update count are saved in every checkpoint."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from drsl.adaptation.context import RunContext, batches, hide_target_labels, joint_batches, source_batches
 from drsl.data.transforms import build_train_transform
 from drsl.engine.sampling import SeededView
-
-if TYPE_CHECKING:
-    from drsl.training import RunContext
 
 
 def run_online(ctx: RunContext) -> None:
     """Train from the current iteration to ``train.iterations`` with teacher pseudo-labels."""
-    from drsl.training import batches, hide_target_labels, joint_batches, source_batches
-
     config, module = ctx.config, ctx.module
     assert module.teacher is not None, "the online host needs an EMA teacher"
     view = SeededView(ctx.target, build_train_transform(config.data.target_augment), prepare=hide_target_labels)  # type: ignore[arg-type]

@@ -9,18 +9,16 @@ run killed anywhere resumes to the same result.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from drsl.adaptation.context import RunContext, batches, joint_batches, source_batches
 from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels, measure_quality, pseudo_label_path
 from drsl.adaptation.pseudo_labels import is_complete, portion_for_round
 from drsl.data.io import read_label
 from drsl.data.transforms import build_train_transform
 from drsl.engine.sampling import SeededView
-
-if TYPE_CHECKING:
-    from drsl.training import RunContext
 
 log = logging.getLogger("drsl")
 
@@ -71,8 +69,6 @@ def prepare_round(ctx: RunContext, round_index: int) -> str:
 
 def run_rounds(ctx: RunContext) -> None:
     """Run the remaining rounds from the trainer's current iteration."""
-    from drsl.training import batches, joint_batches, source_batches
-
     config, length = ctx.config, round_length(ctx)
     transform = build_train_transform(config.data.target_augment)
     for round_index in range(ctx.trainer.iteration // length, config.adapt.rounds):

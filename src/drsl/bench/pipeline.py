@@ -3,7 +3,7 @@
 Writes generated images in the true GTA5 and Cityscapes layouts at their native sizes (GTA5
 1914x1052 palette-label PNGs, Cityscapes 2048x1024 ``leftImg8bit``/``gtFine`` PNGs), then times
 each stage of a training sample on them (decode, dataset resize, geometric augmentation,
-photometric augmentation) and the real DataLoader (``drsl.training.batches``) with 0, 1, 2...
+photometric augmentation) and the real DataLoader (``drsl.adaptation.context.batches``) with 0, 1, 2...
 workers. Run ``python -m drsl.bench.pipeline --help``.
 
 The writers here are also used by the GPU smoke script and by tests that need data whose labels
@@ -173,13 +173,13 @@ def stage_times(name: str, root: Path, crop: list[int], samples: int) -> dict[st
 def loader_throughput(
     name: str, root: Path, crop: list[int], workers: int, batch_size: int, batches: int
 ) -> dict[str, float]:
-    """Images/s of the real training loader (``drsl.training.batches``) after its first batch."""
+    """Images/s of the real training loader (``drsl.adaptation.context.batches``) after its first batch."""
     from drsl.config import AugmentConfig, Config
     from drsl.data.registry import build_dataset
     from drsl.data.transforms import build_train_transform
     from drsl.engine.distributed import DistInfo
     from drsl.engine.sampling import SeededView
-    from drsl.training import batches as make_batches
+    from drsl.adaptation.context import batches as make_batches
 
     preset = PRESETS[name]
     view = SeededView(

@@ -1,0 +1,94 @@
+"""The hosts' floor: the run context every self-training host receives, and the resumable,
+rank-aware batch streams they train on. Hosts import this module; ``drsl.training`` builds the
+context and chooses the host, so imports run one way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from drsl.adaptation.self_training import SelfTrainingModule
+from drsl.config import Config
+from drsl.data.labels import IGNORE_INDEX
+from drsl.engine.distributed import DistInfo
+from drsl.engine.logging import RunLogger
+from drsl.engine.sampling import ResumableSampler
+from drsl.engine.trainer import Trainer
+
+
+@dataclass
+class RunContext:
+    """Everything a host needs: config, process info, the trainer and the datasets."""
+
+    config: Config
+    dist: DistInfo
+    trainer: Trainer
+    logger: RunLogger
+    source: Dataset
+    target: Dataset | None
+    val: Dataset | None
+    #: Per-image source sampling probabilities (class-balanced sampling), None for uniform.
+    source_weights: np.ndarray | None = None
+
+    @property
+    def module(self) -> SelfTrainingModule:
+        """The training module (unwrapped from DDP)."""
+        return self.trainer.module  # type: ignore[return-value]
+
+    @property
+    def work_dir(self) -> Path:
+        """The run directory."""
+        return Path(self.config.work_dir)
+
+
+def per_rank_batch(config: Config, dist: DistInfo) -> int:
+    """The per-process batch: the configured global batch split over ranks."""
+    global_batch = config.data.batch_size
+    parts = dist.world_size * config.train.grad_accum
+    if global_batch % parts:
+        raise ValueError(
+            f"data.batch_size={global_batch} (the global batch) must be divisible by "
+            f"world size {dist.world_size} x train.grad_accum {config.train.grad_accum}"
+        )
+    return global_batch // dist.world_size
+
+
+def batches(
+    view: Dataset, config: Config, seed: int, start_batch: int, dist: DistInfo,
+    weights: np.ndarray | None = None,
+) -> Iterator[Any]:
+    """An endless, resumable iterator of training batches from ``view`` (optionally weighted)."""
+    batch_size = per_rank_batch(config, dist)
+    sampler = ResumableSampler(
+        len(view), batch_size, seed, start_batch, dist.rank, dist.world_size, weights  # type: ignore[arg-type]
+    )
+    loader = DataLoader(
+        view, batch_size=batch_size, sampler=sampler, num_workers=config.data.num_workers,
+        pin_memory=dist.device.type == "cuda", drop_last=True,
+        persistent_workers=config.data.num_workers > 0,
+    )
+    return iter(loader)
+
+
+def source_batches(ctx: RunContext) -> Iterator[Any]:
+    """Labelled source batches from the trainer's current iteration, as configured."""
+    config = ctx.config
+    return batches(ctx.source, config, config.seed, ctx.trainer.iteration, ctx.dist, ctx.source_weights)
+
+
+def joint_batches(source: Iterator[Any], target: Iterator[Any]) -> Iterator[dict[str, Any]]:
+    """Pairs of source and target batches."""
+    for source_batch, target_batch in zip(source, target):
+        yield {"source": source_batch, "target": target_batch}
+
+
+def hide_target_labels(sample: dict[str, Any]) -> dict[str, Any]:
+    """Target ground truth never reaches a loss: replace it by an all-ignored map."""
+    sample["label"] = torch.full_like(sample["label"], IGNORE_INDEX)
+    return sample
