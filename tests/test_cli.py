@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from drsl.cli import build_parser, main
+from drsl.commands.help import LazyParser
 from fixtures import write_gta5
 
 SUBCOMMANDS = ["data", "train", "evaluate", "pseudo-label", "predict", "export", "report", "bench", "config", "demo"]
@@ -61,3 +65,30 @@ def test_unknown_arguments_are_rejected(tmp_path: Path, capsys: pytest.CaptureFi
             main(argv)
         assert exit_info.value.code == 2
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def _options(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, argparse.Action]]:
+    """(command path, action) of every argument of ``parser`` and its sub-parsers."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub.populate() if isinstance(sub, LazyParser) else sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            found.append((path, action))
+    return found
+
+
+def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    options = _options(build_parser(), "drsl")
+    assert len(options) > 60
+    assert [f"{path} {action.dest}" for path, action in options if not action.help] == []
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 4)" in text and "(default: the config's eval.mode)" in text
+
+
+def test_the_command_line_parses_without_importing_torch() -> None:
+    probe = "import sys; from drsl.cli import build_parser; build_parser().format_help(); sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0

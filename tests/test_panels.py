@@ -11,7 +11,8 @@ import torch
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
 from drsl.training import build_module
-from drsl.viz.panels import PanelWriter, Tile, labelled_grid, make_panel
+from drsl.viz.grid import Tile, labelled_grid
+from drsl.viz.panels import PanelWriter, make_panel
 
 SIZE = (40, 56)
 

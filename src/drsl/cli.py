@@ -1,5 +1,9 @@
 """The ``drsl`` command. Subcommands parse their arguments and delegate; errors that come from
-the user's input (config, data, checkpoints) are printed as one clear line, without a traceback."""
+the user's input (config, data, checkpoints) are printed as one clear line, without a traceback.
+
+Nothing here imports torch: a subcommand imports what it needs when it runs, so ``drsl --help``
+and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,10 @@ from pathlib import Path
 
 from drsl.bench.compare import DEFAULT_VARIANTS, VARIANTS, Plan
 from drsl.commands import bench_speed, export, predict, report
+from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
-from drsl.engine.checkpoint import CheckpointError
-from drsl.engine.distributed import shutdown
-from drsl.engine.trainer import NonFiniteLossError
-from drsl.models.weights import WeightsError
+from drsl.errors import CheckpointError, NonFiniteLossError, WeightsError
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError)
 
@@ -40,25 +42,27 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 def _add_config_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a drsl checkpoint (training checkpoint or export)")
     parser.add_argument("--config", help="config to use instead of the one stored in the checkpoint")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(parser)
     _add_overrides(parser)
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["whole", "slide"], help="whole-image or sliding-window inference")
+    parser.add_argument("--mode", choices=["whole", "slide"],
+                        help="whole-image or sliding-window inference (default: the config's eval.mode)")
     parser.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
-    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale inference, e.g. 0.75 1 1.25")
+    parser.add_argument("--scales", type=float, nargs="+",
+                        help="multi-scale inference, e.g. 0.75 1 1.25 (default: the config's eval.scales)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="drsl",
         description="Unsupervised domain adaptation for semantic segmentation: DRSL, class-balanced "
         "self-training (CBST) and source-only baselines, on GTA5 / SYNTHIA / Cityscapes layouts "
         "or your own folders.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -67,14 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     synth = data_sub.add_parser("synth", help="write the generated street benchmark (GTA5 + Cityscapes layouts)")
     synth.add_argument("out", help="output folder (source/ and target/ are written inside)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--num-source", type=int, default=600)
-    synth.add_argument("--num-target-train", type=int, default=600)
-    synth.add_argument("--num-target-val", type=int, default=150)
-    synth.add_argument("--workers", type=int, default=2)
+    synth.add_argument("--seed", type=int, default=0, help="random seed of the generated scenes")
+    synth.add_argument("--num-source", type=int, default=600, help="labelled source (simulator) images")
+    synth.add_argument("--num-target-train", type=int, default=600, help="target (camera) training images")
+    synth.add_argument("--num-target-val", type=int, default=150, help="labelled target validation images")
+    synth.add_argument("--workers", type=int, default=2, help="processes rendering images")
     check = data_sub.add_parser("check", help="validate a dataset before a long run")
     check.add_argument("root", help="dataset root in its official layout")
-    check.add_argument("--layout", required=True, choices=["gta5", "synthia", "cityscapes", "folder"])
+    check.add_argument("--layout", required=True, choices=["gta5", "synthia", "cityscapes", "folder"],
+                       help="on-disk layout of the dataset")
     check.add_argument("--split", default="train", help="Cityscapes split")
     check.add_argument("--class-map", help="folder layout: YAML/JSON raw value -> train id map")
     check.add_argument("--json", help="also write the report as JSON here")
@@ -86,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue from work_dir/checkpoints/latest.pt, or from CHECKPOINT")
     train.add_argument("--work-dir", help="run directory (overrides work_dir)")
     train.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (overrides train.amp)")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(train)
     _add_overrides(train)
 
     evaluate = sub.add_parser("evaluate", help="19/16/13-class mIoU of a checkpoint on its val set")
@@ -100,17 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--portion", type=float, default=0.5, help="portion of each class's pixels kept")
     pseudo.add_argument("--round", type=int, default=0, help="round index recorded in the manifest")
     pseudo.add_argument("--fusion", choices=["none", "agree", "product"], help="MMDL fusion (DRSL checkpoints)")
-    pseudo.add_argument("--flip", action="store_true")
-    pseudo.add_argument("--scales", type=float, nargs="+")
+    pseudo.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
+    pseudo.add_argument("--scales", type=float, nargs="+",
+                        help="multi-scale inference, e.g. 0.75 1 1.25 (default: adapt.pseudo_label.scales)")
 
     bench = sub.add_parser("bench", help="benchmarks: method comparison table, speed")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="ACTION", parser_class=LazyParser)
     compare = bench_sub.add_parser(
         "compare", help="source-only, oracle, CBST, DRSL and ablations on the generated benchmark, over seeds"
     )
     compare.add_argument("--out", default="runs/compare", help="folder for runs and results.{json,md}")
     compare.add_argument("--data", default="data/synth", help="generated benchmark root (made if missing)")
-    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and variant")
     compare.add_argument(
         "--variants", nargs="+", metavar="VARIANT",
         help=f"default: all of {', '.join(VARIANTS)} (KEY=VALUE overrides may follow)",
@@ -134,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generated data and of every run")
     for command in (predict, export, report):
         command.add_parser(sub)
     return parser
@@ -293,7 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
     finally:
-        shutdown()
+        if "torch" in sys.modules:  # a command that never imported torch has no process group
+            from drsl.engine.distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ class PseudoLabelConfig:
 
 @dataclass
 class DRSLConfig:
-    """The DRSL regulariser: MMDL head and stochastic mode alignment (METHOD.md part B)."""
+    """The DRSL regulariser: MMDL head and stochastic mode alignment (docs/method.md)."""
 
     enabled: bool = True
     num_modes: int = 3

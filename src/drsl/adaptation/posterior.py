@@ -1,5 +1,5 @@
 """Class posteriors used to select pseudo-labels: the segmentation head, optionally fused with
-the MMDL head's class posterior (METHOD.md part B, "pseudo-label fusion")."""
+the MMDL head's class posterior (docs/method.md, "Self-training hosts and pseudo-labels")."""
 
 from __future__ import annotations
 

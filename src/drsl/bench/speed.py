@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from drsl.bench.standalone import report_result, standalone_main
+from drsl.commands.help import add_device
 from drsl.engine.distributed import wants_cuda
 
 #: Training cases in the order of the table.
@@ -399,17 +400,17 @@ def format_speed(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``drsl bench speed``."""
-    parser.add_argument("--backbone", default="light", choices=["light", "resnet50", "resnet101"])
+    parser.add_argument("--backbone", default="light", choices=["light", "resnet50", "resnet101"], help="encoder")
     parser.add_argument("--light-width", type=int, default=2, help="width of the light backbone")
-    parser.add_argument("--crop", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
+    parser.add_argument("--crop", type=int, nargs=2, default=[256, 256], metavar=("H", "W"), help="training crop size")
     parser.add_argument("--batch", type=int, default=2, help="source images per step (cbst/drsl add as many target)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per case, interleaved")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case first")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    parser.add_argument("--channels-last", action="store_true")
+    add_device(parser)
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), choices=ALL_CASES)
+    parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), choices=ALL_CASES, help="steps timed")
     parser.add_argument("--pseudo-images", type=int, default=4, help="target images per pseudo-label pass")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="CPU: skip the per-case peak-RSS processes")

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from drsl.commands.help import Parser
 from drsl.fileio import atomic_write_json
 
 
@@ -17,7 +18,7 @@ def standalone_main(
     argv: Sequence[str] | None = None,
 ) -> int:
     """Parse ``argv`` with the module's arguments and run it (``python -m drsl.bench.<module>``)."""
-    parser = argparse.ArgumentParser(prog=f"python -m drsl.bench.{module}", description=doc.split("\n\n")[0])
+    parser = Parser(prog=f"python -m drsl.bench.{module}", description=doc.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -8,21 +8,23 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
+
+
+def _arguments(module: str) -> Callable[[argparse.ArgumentParser], None]:
+    """Adds the arguments of ``drsl.bench.<module>`` (imported, with torch, only when used)."""
+    return lambda parser: importlib.import_module(f"drsl.bench.{module}").add_arguments(parser)
 
 
 def add_actions(bench_actions: argparse._SubParsersAction) -> None:
     """Add ``speed``, ``pipeline`` and ``gpu-smoke`` to the sub-parsers of ``drsl bench``."""
-    from drsl.bench import gpu_smoke, pipeline, speed
-
-    speed.add_arguments(bench_actions.add_parser(
-        "speed", help="drsl source-only/CBST/DRSL steps next to a plain PyTorch step, interleaved"
-    ))
-    pipeline.add_arguments(bench_actions.add_parser(
-        "pipeline", help="decode/resize/augment throughput at GTA5 and Cityscapes sizes"
-    ))
-    gpu_smoke.add_arguments(bench_actions.add_parser(
-        "gpu-smoke", help="DRSL, ResNet-101, paper sizes, bf16, a few hundred iterations (--tiny: CPU check)"
-    ))
+    for name, module, text in (
+        ("speed", "speed", "drsl source-only/CBST/DRSL steps next to a plain PyTorch step, interleaved"),
+        ("pipeline", "pipeline", "decode/resize/augment throughput at GTA5 and Cityscapes sizes"),
+        ("gpu-smoke", "gpu_smoke", "DRSL, ResNet-101, paper sizes, bf16, a few hundred iterations (--tiny: CPU check)"),
+    ):
+        bench_actions.add_parser(name, help=text, populate=_arguments(module))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,16 +12,16 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from drsl.data.errors import DataError
+from drsl.commands.help import add_device
 from drsl.data.io import image_size, read_image
 from drsl.data.labels import colorize
 from drsl.engine.logging import progress
 from drsl.fileio import atomic_write_bytes, atomic_write_png
 from drsl.viz.overlay import colorize_modes, confidence_to_uint8, label_overlay
-from drsl.viz.panels import Tile, labelled_grid
+from drsl.viz.grid import Tile, labelled_grid
 
 if TYPE_CHECKING:
     from drsl.api import SegmentationModel
@@ -192,12 +192,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", help="config to use instead of the one stored in the checkpoint")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--mode", choices=["whole", "slide"], help="whole-image or sliding-window inference")
-    parser.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), help="sliding-window size")
-    parser.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="sliding-window stride")
+    add_device(parser)
+    parser.add_argument("--mode", choices=["whole", "slide"],
+                        help="whole-image or sliding-window inference (default: the config's eval.mode)")
+    parser.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="sliding-window size (default: the config's eval.crop_size)")
+    parser.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"),
+                        help="sliding-window stride (default: the config's eval.stride)")
     parser.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
-    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale inference, e.g. 0.75 1 1.25")
+    parser.add_argument("--scales", type=float, nargs="+",
+                        help="multi-scale inference, e.g. 0.75 1 1.25 (default: the config's eval.scales)")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass (same-size images)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colours in overlays")
     parser.add_argument(
@@ -217,6 +221,8 @@ def inference_overrides(args: argparse.Namespace) -> list[str]:
 
 def predict_batches(model: SegmentationModel, batches: list[list[InputImage]]) -> Iterator[Prediction | str]:
     """A :class:`Prediction` per readable image, a problem message per unreadable one."""
+    import torch
+
     for batch in batches:
         loaded, problems = read_batch(batch)
         yield from problems

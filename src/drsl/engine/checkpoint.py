@@ -15,14 +15,11 @@ from typing import Any
 
 import torch
 
+from drsl.errors import CheckpointError
 from drsl.fileio import atomic_write_bytes
 
 LATEST = "latest.pt"
 _ITER_NAME = re.compile(r"^iter_(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the file and the reason."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from drsl.engine.checkpoint import (
 )
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import RunLogger
+from drsl.errors import NonFiniteLossError
 
 
 class StepOutput(NamedTuple):
@@ -31,10 +32,6 @@ class StepOutput(NamedTuple):
 
     loss: Tensor
     logs: dict[str, float]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the iteration and every loss term."""
 
 
 def poly_factor(iteration: int, total: int, power: float, warmup: int) -> float:

@@ -13,14 +13,12 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from drsl.errors import WeightsError
+
 #: Prefixes that public checkpoints put in front of encoder keys.
 _ENCODER_PREFIXES = ("module.", "Scale.", "backbone.", "encoder.", "model.")
 #: Keys that are classifiers of the pre-training task, never part of our encoder.
 _DROPPED_PREFIXES = ("fc.", "layer5.", "classifier.", "aux_classifier.")
-
-
-class WeightsError(ValueError):
-    """Weights that do not fit the model, with the file and the mismatching keys named."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

@@ -47,7 +47,7 @@ def downsample_labels(labels: Tensor, size: tuple[int, int], num_classes: int) -
 
 
 class DRSLRegularizer(nn.Module):
-    """The MMDL head, its mode means and mode usage, and the DRSL loss (METHOD.md part B).
+    """The MMDL head, its mode means and mode usage, and the DRSL loss (docs/method.md).
 
     ``seed`` seeds the mode-mean initialisation and the generator that draws SMA samples; the
     generator's state is read and restored with :meth:`get_rng_state` / :meth:`set_rng_state`.
