@@ -125,7 +125,12 @@ class TrainConfig:
     #: Split every batch into this many micro-batches (gradient accumulation).
     grad_accum: int = 1
     amp: Literal["none", "bf16", "fp16"] = "none"
-    channels_last: bool = False
+    #: Model and image batches in NHWC memory layout; "auto": on CUDA only (cuDNN prefers NHWC).
+    channels_last: bool | Literal["auto"] = "auto"
+    #: cuDNN autotuning of convolution algorithms; "auto": on for CUDA unless ``deterministic``.
+    cudnn_benchmark: bool | Literal["auto"] = "auto"
+    #: torch.compile the segmentor (first steps are slow while it compiles; CUDA or a C++ compiler).
+    compile: bool = False
     log_every: int = 50
     eval_every: int = 0
     checkpoint_every: int = 1000

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from drsl.config import Config, ConfigError
+from drsl.config import Config, ConfigError, TrainConfig
 from drsl.engine.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
@@ -39,6 +39,29 @@ def poly_factor(iteration: int, total: int, power: float, warmup: int) -> float:
     if warmup > 0 and iteration < warmup:
         return (iteration + 1) / warmup
     return max(0.0, 1.0 - iteration / max(total, 1)) ** power
+
+
+def conv_settings(train: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """``(channels_last, cudnn_benchmark)`` for ``device``.
+
+    "auto" means on for CUDA and off elsewhere; autotuning stays off under ``train.deterministic``
+    (it may pick kernels that are not deterministic), and asking for both is a ConfigError.
+    """
+    cuda = device.type == "cuda"
+    if train.cudnn_benchmark is True and train.deterministic:
+        raise ConfigError("train.cudnn_benchmark=true contradicts train.deterministic=true; drop one")
+    channels_last = cuda if train.channels_last == "auto" else bool(train.channels_last)
+    benchmark = cuda and not train.deterministic if train.cudnn_benchmark == "auto" else bool(train.cudnn_benchmark)
+    return channels_last, benchmark
+
+
+def compile_model(module: nn.Module) -> None:
+    """``torch.compile`` the module's segmentor (the module itself when it has none), in place.
+
+    ``nn.Module.compile`` keeps the parameter names, so checkpoints are unchanged; the losses and
+    the regulariser stay eager (their sampling would only break the graph).
+    """
+    getattr(module, "segmentor", module).compile()
 
 
 def move_to(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -95,9 +118,14 @@ class Trainer:
                     "or model.sync_bn=false (per-process batch statistics)"
                 )
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        self.channels_last, benchmark = conv_settings(train, dist.device)
+        if dist.device.type == "cuda":
+            torch.backends.cudnn.benchmark = benchmark
         self.module = module.to(dist.device)
-        if train.channels_last:
+        if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
+        if train.compile:
+            compile_model(self.module)
         self.model: nn.Module = (
             DistributedDataParallel(self.module, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
             if dist.enabled
@@ -187,7 +215,7 @@ class Trainer:
     def step(self, batch: Any) -> dict[str, float]:
         """One optimiser step on one (global) batch; returns the averaged logs."""
         self.model.train()
-        batch = move_to(batch, self.dist.device, self.config.train.channels_last)
+        batch = move_to(batch, self.dist.device, self.channels_last)
         logs = self._forward_backward(batch)
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from drsl.config import ModelConfig
 from drsl.models.interfaces import DecodeHead, Encoder
 from drsl.models.registry import backbone, build_decoder, build_encoder
-from drsl.models.weights import freeze_batchnorm, load_encoder_weights
+from drsl.models.batchnorm import freeze_batchnorm
+from drsl.models.weights import load_encoder_weights
 
 
 class SegmentorOutput(NamedTuple):

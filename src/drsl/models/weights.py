@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from drsl.errors import WeightsError
 
@@ -85,15 +84,3 @@ def load_encoder_weights(
 ) -> None:
     """Initialise an encoder from a weights file, ``adapt`` mapping its keys onto the encoder's."""
     load_matching(encoder, adapt(read_state_dict(path)), str(path))
-
-
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by torchvision's FrozenBatchNorm2d with the same statistics."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.load_state_dict(child.state_dict())
-            setattr(module, name, frozen)
-        else:
-            freeze_batchnorm(child)
-    return module

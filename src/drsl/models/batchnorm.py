@@ -1,0 +1,74 @@
+"""BatchNorm with fixed statistics that computes in the input's dtype, and freezing/calibration.
+
+torchvision's ``FrozenBatchNorm2d`` multiplies by float32 buffers, so under bf16 autocast every
+BatchNorm output (and every ReLU and residual sum after it) is promoted to float32 and each next
+convolution casts back. :class:`FrozenBatchNorm2d` folds the statistics into one scale and shift
+in float32 and applies them in the input's dtype: bf16 in, bf16 out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """``(x - running_mean) / sqrt(running_var + eps) * weight + bias`` with fixed buffers.
+
+    The buffers are those of ``nn.BatchNorm2d`` (``num_batches_tracked`` is dropped when loading
+    its state), so checkpoints load either way. The output has the input's dtype and memory format.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+        """A frozen copy of ``bn``'s statistics and affine parameters."""
+        frozen = cls(bn.num_features, bn.eps)
+        frozen.load_state_dict(bn.state_dict())
+        return frozen.to(bn.running_mean.device if bn.running_mean is not None else "cpu")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,  # type: ignore[no-untyped-def]
+                              unexpected_keys, error_msgs) -> None:
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` below ``module`` by a :class:`FrozenBatchNorm2d` copy."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d.from_batchnorm(child))
+        else:
+            freeze_batchnorm(child)
+    return module
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: Iterable[Tensor]) -> nn.Module:
+    """Set every BatchNorm's running statistics to their average over ``images`` (float batches
+    the model takes), with torch's ``swa_utils.update_bn``; ``model`` keeps its train/eval mode.
+
+    Randomly initialised weights with the default statistics (mean 0, variance 1) blow up through a
+    deep network once the statistics are frozen; calibrated ones keep every layer normalised.
+    """
+    update_bn(images, model)
+    return model
