@@ -90,7 +90,7 @@ def test_convert_round_trip(tmp_path: Path) -> None:
         pixels = stats["images"][sample.name]["pixels"]
         assert pixels.get("13", 0) == int((original["label"] == 13).sum())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cs", "out"]  # no temporary folders left
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(FileExistsError, match="not empty"):
         convert_dataset(cfg, out)
     convert_dataset(cfg, out, overwrite=True)
     assert len(FolderDataset(out)) == 4

@@ -19,9 +19,11 @@ from drsl.commands import bench_speed, export, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
-from drsl.errors import CheckpointError, NonFiniteLossError, WeightsError
+from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError, RunDirError,
+)
 
 EPILOG = """examples:
   drsl data synth data/synth --seed 0            generate the built-in benchmark
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-target-train", type=int, default=600, help="target (camera) training images")
     synth.add_argument("--num-target-val", type=int, default=150, help="labelled target validation images")
     synth.add_argument("--workers", type=int, default=2, help="processes rendering images")
+    synth.add_argument("--overwrite", action="store_true", help="replace OUT if it is not empty")
     check = data_sub.add_parser("check", help="validate a dataset before a long run")
     check.add_argument("root", help="dataset root in its official layout")
     check.add_argument("--layout", required=True, choices=["gta5", "synthia", "cityscapes", "folder"],
@@ -84,11 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--class-map", help="folder layout: YAML/JSON raw value -> train id map")
     check.add_argument("--json", help="also write the report as JSON here")
     check.add_argument("--convert", metavar="OUT", help="write train-id PNGs and class statistics to OUT")
+    check.add_argument("--overwrite", action="store_true", help="with --convert: replace OUT if it is not empty")
 
     train = sub.add_parser("train", help="train source-only, oracle, CBST or DRSL from a config")
     train.add_argument("config", help="YAML config path, or a packaged name such as synth/drsl")
-    train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                       help="continue from work_dir/checkpoints/latest.pt, or from CHECKPOINT")
+    continued = train.add_mutually_exclusive_group()
+    continued.add_argument("--resume", action="store_true",
+                           help="continue the run in work_dir from its checkpoints/latest.pt, with its recorded config")
+    continued.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this training checkpoint")
+    continued.add_argument("--overwrite", action="store_true",
+                           help="replace the run that work_dir holds (its files are deleted) with a fresh one")
+    train.add_argument("--change-config", action="store_true",
+                       help="with --resume: continue with the KEY=VALUE overrides changing the recorded config "
+                       "(e.g. a longer schedule); the change is logged and recorded in run.json")
     train.add_argument("--work-dir", help="run directory (overrides work_dir)")
     train.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (overrides train.amp)")
     add_device(train)
@@ -153,21 +164,23 @@ def _command_data(args: argparse.Namespace) -> int:
         manifest = generate_benchmark(
             args.out, seed=args.seed, num_source=args.num_source,
             num_target_train=args.num_target_train, num_target_val=args.num_target_val,
-            workers=args.workers, progress=True,
+            workers=args.workers, progress=True, overwrite=args.overwrite,
         )
         print(f"wrote the generated benchmark to {args.out} ({json.dumps(manifest.get('counts', {}))})")
         return 0
     from drsl.config import DatasetConfig
     from drsl.data.checks import check_dataset, convert_dataset
-    from drsl.fileio import atomic_write_json
+    from drsl.fileio import atomic_write_json, require_free_folder
 
     cfg = DatasetConfig(layout=args.layout, root=args.root, split=args.split, class_map=args.class_map)
+    if args.convert:
+        require_free_folder(args.convert, args.overwrite)
     report = check_dataset(cfg)
     print(report.to_text())
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     if args.convert:
-        convert_dataset(cfg, args.convert)
+        convert_dataset(cfg, args.convert, overwrite=args.overwrite)
         print(f"converted to {args.convert}")
     return 1 if report.problems else 0
 
@@ -175,6 +188,7 @@ def _command_data(args: argparse.Namespace) -> int:
 def _command_train(args: argparse.Namespace) -> int:
     from drsl.config import load_config
     from drsl.configs import resolve_config_path
+    from drsl.engine.run_dir import continued_config
     from drsl.training import run_training
 
     overrides = list(args.overrides)
@@ -183,7 +197,12 @@ def _command_train(args: argparse.Namespace) -> int:
     if args.amp:
         overrides.append(f"train.amp={args.amp}")
     config = load_config(resolve_config_path(args.config), overrides)
-    run_training(config, resume=args.resume, device=args.device)
+    resume = args.resume_from or args.resume or None
+    if args.change_config and not resume:
+        raise ConfigError("--change-config applies to a resumed run: add --resume")
+    if resume:
+        config = continued_config(config, overrides)
+    run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config)
     return 0
 
 

@@ -233,6 +233,26 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
+def check_config(config: Config) -> Config:
+    """Check the rules that tie keys together (each key's own type and range is checked when it
+    is merged); a ConfigError names the keys. Returns the config."""
+    adapt, pseudo, evaluation = config.adapt, config.adapt.pseudo_label, config.eval
+    rules = [
+        (adapt.method in ("cbst", "drsl") and config.data.target is None,
+         f"adapt.method={adapt.method} needs data.target (the unlabelled target images)"),
+        (config.data.batch_size % config.train.grad_accum != 0,
+         f"data.batch_size={config.data.batch_size} must be divisible by train.grad_accum={config.train.grad_accum}"),
+        (pseudo.portion_start > pseudo.portion_max,
+         f"adapt.pseudo_label.portion_start={pseudo.portion_start} exceeds portion_max={pseudo.portion_max}"),
+        (evaluation.mode == "slide" and any(s > c for s, c in zip(evaluation.stride, evaluation.crop_size)),
+         f"eval.stride={evaluation.stride} must not exceed eval.crop_size={evaluation.crop_size} (windows would leave gaps)"),
+    ]
+    for broken, message in rules:
+        if broken:
+            raise ConfigError(message)
+    return config
+
+
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
     """Return ``value`` coerced to ``annotation`` (int -> float only), or raise ConfigError."""
     origin = typing.get_origin(annotation)
@@ -355,7 +375,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             merge_dict(config, nest(keys, value))
         except ConfigError as exc:
             raise ConfigError(f"command-line override '{text}': {exc}") from None
-    return config
+    return check_config(config)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -365,7 +385,24 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from :func:`config_to_dict` output, strictly."""
-    return merge_dict(Config(), data)
+    return check_config(merge_dict(Config(), data))
+
+
+def flat_items(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}`` (mappings flattened, lists kept whole)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flat_items(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_diff(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose values differ between two configs: key -> (old value, new value)."""
+    a, b = flat_items(config_to_dict(old)), flat_items(config_to_dict(new))
+    return {key: (a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)}
 
 
 def dump_config(config: Config) -> str:

@@ -42,13 +42,13 @@ def run_demo(out: Path, seed: int = 0) -> dict[str, float]:
     results: dict[str, float] = {}
     source_dir = out / "source_only"
     iterations = f"train.iterations={DEMO_ITERATIONS['source_only']}"
-    summary = run_training(synth_config("source_only", data_root, source_dir, seed, [iterations]), resume=True)
+    summary = run_training(synth_config("source_only", data_root, source_dir, seed, [iterations]), resume="auto")
     results["source_only"] = summary["miou"]["19"]
     init = source_dir / "checkpoints" / "latest.pt"
     for method in ("cbst", "drsl"):
         extra = [f"init_checkpoint={init}", f"train.iterations={DEMO_ITERATIONS[method]}"]
         config = synth_config(method, data_root, out / method, seed, extra)
-        results[method] = run_training(config, resume=True)["miou"]["19"]
+        results[method] = run_training(config, resume="auto")["miou"]["19"]
     report = out / "report.html"
     write_report([source_dir, out / "cbst", out / "drsl"], report)
     log.info("report written to %s", report)

@@ -17,3 +17,8 @@ class WeightsError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the iteration and every loss term."""
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (another run in it, in use by another
+    process, nothing to resume...); the message says what to do instead."""

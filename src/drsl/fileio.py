@@ -6,10 +6,14 @@ process is killed mid-write.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +62,48 @@ def atomic_write_png(path: str | Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def remove_temporary_files(folder: str | Path) -> int:
+    """Delete the temporary files of writes that a killed process left under ``folder``; returns
+    how many. Call it only while no other process writes there (e.g. holding the run lock)."""
+    count = 0
+    for path in Path(folder).rglob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
+def require_free_folder(path: str | Path, overwrite: bool = False) -> None:
+    """FileExistsError naming ``path`` when it exists and is anything but an empty folder, unless
+    ``overwrite`` (generators and converters call this before any work)."""
+    path = Path(path)
+    if not overwrite and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(errno.EEXIST, "output folder is not empty (pass --overwrite to replace it)", str(path))
+
+
+@contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """Build a folder all or nothing: yield a temporary sibling of ``out`` to fill; when the block
+    succeeds it replaces ``out`` (whatever was there is deleted), when it fails it is deleted.
+
+    Temporary siblings that a killed process left behind are deleted first.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+            os.replace(out, old / "previous")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

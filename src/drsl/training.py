@@ -11,20 +11,20 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from drsl.adaptation.context import RunContext, hide_target_labels, source_batches
+from drsl.adaptation.context import RunContext, hide_target_labels, per_rank_batch, source_batches
 from drsl.adaptation.drsl import DRSLRegularizer
 from drsl.adaptation.ema import EMATeacher
 from drsl.adaptation.online import run_online
 from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
-from drsl.config import Config
+from drsl.config import Config, ConfigError
 from drsl.data.class_balance import source_sampling_weights
 from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
-from drsl.engine.checkpoint import latest_checkpoint, load_checkpoint
-from drsl.engine.distributed import DistInfo, init_distributed
+from drsl.engine.checkpoint import load_checkpoint
+from drsl.engine.distributed import DistInfo, barrier, init_distributed
 from drsl.engine.logging import RunLogger
-from drsl.engine.run_dir import prepare_run_dir
+from drsl.engine.run_dir import RunDirectory, plan_run
 from drsl.engine.sampling import SeededView
 from drsl.engine.seeding import seed_everything
 from drsl.engine.trainer import Trainer
@@ -99,34 +99,51 @@ def add_panels(trainer: Trainer, config: Config, source: Dataset, target: Datase
     trainer.step_hooks.append(lambda it: writer.maybe_log(it, trainer.module, source_sample, target_sample))
 
 
-def build_context(config: Config, resume: str | bool | None, dist: DistInfo) -> RunContext:
-    """Seed, build datasets/model/trainer, and restore a checkpoint when resuming."""
+def check_class_count(config: Config, datasets: list[Dataset]) -> None:
+    """ConfigError when a dataset's labels hold train ids that ``model.num_classes`` cannot predict."""
+    for dataset in datasets:
+        highest = dataset.codec.max_train_id  # type: ignore[attr-defined]
+        if highest >= config.model.num_classes:
+            raise ConfigError(
+                f"model.num_classes={config.model.num_classes} but the labels of {dataset.root} "  # type: ignore[attr-defined]
+                f"hold train ids up to {highest}: set model.num_classes={highest + 1} or use a class map"
+            )
+
+
+def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> RunContext:
+    """Seed, build datasets/model/trainer, and load ``checkpoint`` when resuming.
+
+    Every input (datasets, initial weights, the checkpoint) is read and checked here, and
+    nothing is written: a bad input stops the run before it touches its directory.
+    """
     seed_everything(config.seed, config.train.deterministic)
-    if dist.is_main:
-        prepare_run_dir(config)
+    per_rank_batch(config, dist)
     logger = RunLogger(config.work_dir, enabled=dist.is_main)
     module = build_module(config)
     source = source_view(config)
     val = build_dataset(config.data.val) if config.data.val is not None else None
-    target = None
-    if module.uses_target:
-        if config.data.target is None:
-            raise ValueError(f"adapt.method={config.adapt.method} needs data.target")
-        target = build_dataset(config.data.target, require_labels=False)
+    target = build_dataset(config.data.target, require_labels=False) if module.uses_target else None
+    check_class_count(config, [d for d in (source.dataset, val) if d is not None])
     trainer = Trainer(
         config, module, dist, logger, make_evaluator(config, val, dist) if val is not None else None
     )
     add_panels(trainer, config, source.dataset, target if target is not None else val)
-    checkpoint = latest_checkpoint(config.work_dir) if resume is True else resume or None
-    if checkpoint:
-        trainer.resume(checkpoint)
-        logger.truncate_after(trainer.iteration)
-        log.info("resumed from %s at iteration %d", checkpoint, trainer.iteration)
-    weights = source_sampling_weights(
-        source.dataset, config.data.source_sampling,  # type: ignore[arg-type]
-        Path(config.work_dir) / "source_class_counts.json", dist.is_main,
+    log_records = None
+    if checkpoint is not None:
+        log_records = trainer.resume(checkpoint)
+        log.info("resuming from %s at iteration %d", checkpoint, trainer.iteration)
+    return RunContext(config, dist, trainer, logger, source, target, val, log_records=log_records)
+
+
+def start(ctx: RunContext) -> None:
+    """First writes of a run that owns its directory: the log cut back to the resumed checkpoint,
+    the source sampling weights (cached in the run directory)."""
+    if ctx.trainer.iteration:
+        ctx.logger.truncate(ctx.log_records, ctx.trainer.iteration)
+    ctx.source_weights = source_sampling_weights(
+        ctx.source.dataset, ctx.config.data.source_sampling,  # type: ignore[arg-type]
+        ctx.work_dir / "source_class_counts.json", ctx.dist.is_main,
     )
-    return RunContext(config, dist, trainer, logger, source, target, val, weights)
 
 
 def finish(ctx: RunContext) -> dict[str, Any]:
@@ -149,18 +166,36 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
-def run_training(config: Config, resume: str | bool | None = None, device: str = "auto") -> dict[str, Any]:
-    """Train (and adapt) as the config says; returns the final evaluation summary."""
+def run_training(
+    config: Config, resume: bool | str | Path | None = None, device: str = "auto",
+    overwrite: bool = False, allow_config_change: bool = False,
+) -> dict[str, Any]:
+    """Train (and adapt) as the config says; returns the final evaluation summary.
+
+    ``resume``: None starts a fresh run (a work dir holding another run is refused unless
+    ``overwrite``); True continues ``work_dir``'s latest checkpoint; a path continues from that
+    checkpoint; "auto" continues when the work dir holds a checkpoint of the same config and
+    starts otherwise. A resumed run whose config differs from its recorded one needs
+    ``allow_config_change``. See :mod:`drsl.engine.run_dir`.
+    """
     dist = init_distributed(device)
-    ctx = build_context(config, resume, dist)
+    plan = plan_run(config, resume, overwrite, allow_config_change)
+    barrier()  # every process reads the directory before the main one writes to it
+    if plan.finished:
+        log.info("%s finished already (pass a changed schedule with --change-config to extend it)", config.work_dir)
+        return read_eval(config.work_dir)
+    ctx = build_context(config, plan.checkpoint, dist)
     try:
-        if not ctx.module.uses_target:
-            ctx.trainer.fit(({"source": batch} for batch in source_batches(ctx)), until=config.train.iterations)
-        elif config.adapt.host == "rounds":
-            run_rounds(ctx)
-        else:
-            run_online(ctx)
-        return finish(ctx)
+        with RunDirectory(plan, enabled=dist.is_main):
+            barrier()
+            start(ctx)
+            if not ctx.module.uses_target:
+                ctx.trainer.fit(({"source": batch} for batch in source_batches(ctx)), until=config.train.iterations)
+            elif config.adapt.host == "rounds":
+                run_rounds(ctx)
+            else:
+                run_online(ctx)
+            return finish(ctx)
     finally:
         ctx.logger.close()
 

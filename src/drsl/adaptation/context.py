@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from drsl.adaptation.self_training import SelfTrainingModule
-from drsl.config import Config
+from drsl.config import Config, ConfigError
 from drsl.data.labels import IGNORE_INDEX
 from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import RunLogger
@@ -35,6 +35,8 @@ class RunContext:
     val: Dataset | None
     #: Per-image source sampling probabilities (class-balanced sampling), None for uniform.
     source_weights: np.ndarray | None = None
+    #: metrics.jsonl records written when the resumed checkpoint was saved (None: not known).
+    log_records: int | None = None
 
     @property
     def module(self) -> SelfTrainingModule:
@@ -52,7 +54,7 @@ def per_rank_batch(config: Config, dist: DistInfo) -> int:
     global_batch = config.data.batch_size
     parts = dist.world_size * config.train.grad_accum
     if global_batch % parts:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={global_batch} (the global batch) must be divisible by "
             f"world size {dist.world_size} x train.grad_accum {config.train.grad_accum}"
         )

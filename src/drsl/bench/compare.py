@@ -86,7 +86,7 @@ def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
             extra.append(f"init_checkpoint={shared_checkpoint(plan)}")
         config = synth_config(variant.config, plan.data_root, work, seed, extra)
         start = time.perf_counter()
-        run_training(config, resume=True, device="cpu")
+        run_training(config, resume="auto", device="cpu")
         atomic_write_json(timing, {"seconds": time.perf_counter() - start})
     summary = read_eval(work)
     return {

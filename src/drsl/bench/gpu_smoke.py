@@ -127,7 +127,7 @@ def run_smoke(args: argparse.Namespace) -> dict[str, Any]:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    summary = run_training(config, resume=None, device=device)
+    summary = run_training(config, device=device, overwrite=True)
     total = time.perf_counter() - start
     windows = seconds_per_iteration(work)
     # The first window of each round includes DataLoader start-up; the median is robust to it.

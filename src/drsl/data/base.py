@@ -79,6 +79,13 @@ class LabelCodec:
         table = lookup_table(mapping, max_id=int(np.flatnonzero(valid).max()))
         return cls(read, table, valid, expected)
 
+    @property
+    def max_train_id(self) -> int:
+        """The highest train id a valid label value maps to (-1 when all map to ignore)."""
+        ids = self.table[self.valid]
+        ids = ids[ids != IGNORE_INDEX]
+        return int(ids.max()) if ids.size else -1
+
     def unknown_values(self, raw: np.ndarray) -> list[int]:
         """Distinct values of ``raw`` that are not valid (at most 10)."""
         bad = raw[~self.valid[raw]]

@@ -8,9 +8,6 @@ unreadable, size-mismatched files and unknown label values) and per-class pixel 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +22,9 @@ from drsl.data.base import OnError, Problem, Sample, SegmentationDataset
 from drsl.data.errors import DataError, LabelValueError
 from drsl.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from drsl.data.registry import build_dataset
-from drsl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text
+from drsl.fileio import (
+    atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text, require_free_folder, staged_folder,
+)
 
 @dataclass
 class CheckReport:
@@ -177,15 +176,11 @@ def convert_dataset(
     ``out_dir`` is either absent or complete. Broken samples follow ``cfg.on_error``.
     """
     out_dir = Path(out_dir)
-    occupied = out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))
-    if occupied and not overwrite:
-        raise DataError(out_dir, "output folder is not empty (pass overwrite=True to replace it)")
+    require_free_folder(out_dir, overwrite)
     dataset = _open(cfg, True, cfg.on_error)
     report = CheckReport(cfg.layout, cfg.root, cfg.split)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     per_image: dict[str, dict[str, Any]] = {}
-    try:
+    with staged_folder(out_dir) as tmp:
         for sample, label, counts in _scan(dataset, report, cfg.on_error):
             assert counts is not None  # every sample is labelled: require_labels=True
             image_out = tmp / "images" / f"{sample.name}{sample.image_path.suffix.lower()}"
@@ -203,19 +198,5 @@ def convert_dataset(
             "skipped": [dataclasses.asdict(problem) for problem in report.problems],
             "images": per_image,
         })
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``, replacing (then deleting) whatever was there."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
-    os.replace(out_dir, old / "previous")
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

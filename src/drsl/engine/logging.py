@@ -32,6 +32,34 @@ class RunLogger:
         self._writer: Any = None
         self._progress: tqdm | None = None
         self._show_progress = progress and enabled
+        self._records: int | None = None
+
+    @property
+    def path(self) -> Path:
+        """The metrics.jsonl file."""
+        return self.work_dir / "metrics.jsonl"
+
+    def _read(self) -> list[dict[str, Any]]:
+        """The complete records of metrics.jsonl; a torn last line (a killed write) is dropped."""
+        if not self.path.is_file():
+            return []
+        records = []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                log.warning("%s: line %d is not a complete record (a killed write?); dropped", self.path, number)
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
+
+    @property
+    def records(self) -> int:
+        """How many records metrics.jsonl holds (stored in checkpoints, to cut back to on resume)."""
+        if self._records is None:
+            self._records = len(self._read()) if self.enabled else 0
+        return self._records
 
     @property
     def writer(self) -> Any:
@@ -49,16 +77,21 @@ class RunLogger:
         for key, value in values.items():
             self.writer.add_scalar(f"{prefix}{key}", value, step)
         record = {"step": step, **{f"{prefix}{k}": v for k, v in values.items()}}
-        with open(self.work_dir / "metrics.jsonl", "a") as handle:
+        count = self.records
+        with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        self._records = count + 1
 
-    def truncate_after(self, step: int) -> None:
-        """Drop metrics.jsonl records past ``step`` (they are recomputed after a resume)."""
-        path = self.work_dir / "metrics.jsonl"
-        if not self.enabled or not path.is_file():
+    def truncate(self, records: int | None, step: int) -> None:
+        """Cut metrics.jsonl back to what it held when a checkpoint was saved: its first
+        ``records`` records (when known; else those up to ``step``). The rest is recomputed after
+        a resume, so no record appears twice; a torn last line is dropped too."""
+        if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        kept = self._read()
+        kept = kept[:records] if records is not None else [r for r in kept if r["step"] <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._records = len(kept)
 
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         """Log an HxWx3 uint8 image."""

@@ -1,16 +1,44 @@
-"""The run directory: resolved config, git hash and package versions saved next to the results."""
+"""The run directory and who owns it.
+
+A run directory holds one run. ``run.json`` records it: the hash of its config, when it started,
+its state (running, finished, failed, interrupted) and every invocation (start, resume, overwrite)
+with the command line and any config change. ``config.yaml`` is the config it runs with and
+``environment.json`` the software it started with.
+
+A fresh run refuses a directory that holds another run (``overwrite`` replaces it), a lock
+(:mod:`drsl.engine.run_lock`) stops a second process, and a resumed run keeps its recorded config
+unless a change is explicitly allowed. :func:`plan_run` decides all of this without writing;
+:class:`RunDirectory` then takes the directory, after every other input has been checked.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import platform
+import shutil
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from drsl.config import Config, dump_config
-from drsl.fileio import atomic_write_json, atomic_write_text
+import yaml
 
+from drsl.config import Config, apply_overrides, config_diff, config_from_dict, config_to_dict, dump_config
+from drsl.engine.checkpoint import LATEST
+from drsl.errors import RunDirError
+from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
+from drsl.fileio import atomic_write_json, atomic_write_text, remove_temporary_files
+
+log = logging.getLogger("drsl")
+
+RECORD = "run.json"
 _PACKAGES = ("drsl", "torch", "torchvision", "numpy", "pillow", "opencv-python-headless")
 
 
@@ -43,10 +71,271 @@ def environment() -> dict[str, object]:
     }
 
 
-def prepare_run_dir(config: Config) -> Path:
-    """Create the work dir and write ``config.yaml`` and ``environment.json`` into it."""
-    work_dir = Path(config.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(work_dir / "config.yaml", dump_config(config))
-    atomic_write_json(work_dir / "environment.json", environment())
-    return work_dir
+def config_hash(config: Config) -> str:
+    """A short hash of everything in the config but ``work_dir`` (a moved run is the same run)."""
+    data = {k: v for k, v in config_to_dict(config).items() if k != "work_dir"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Occupant:
+    """What a run directory holds, read without writing anything."""
+
+    path: Path
+    #: Entries other than the lock file.
+    entries: list[str]
+    record: dict[str, Any] | None
+    #: The run's config.yaml (also present in runs made before run.json existed).
+    config: Config | None
+    checkpoint: Path | None
+
+    @property
+    def is_run(self) -> bool:
+        """True when the folder holds a drsl run (now or from before run records)."""
+        return self.record is not None or self.config is not None
+
+    @property
+    def state(self) -> str:
+        """running / finished / failed / interrupted, or unknown (no record)."""
+        return str(self.record.get("state", "unknown")) if self.record else "unknown"
+
+    def describe(self) -> str:
+        """E.g. 'a finished run (started 2026-11-30T10:00:00+00:00)'."""
+        if not self.is_run:
+            return f"{len(self.entries)} file(s) that are not a drsl run"
+        started = f" (started {self.record['started']})" if self.record and "started" in self.record else ""
+        state = {"running": "a run that stopped without finishing (killed?)", "unknown": "a run"}.get(
+            self.state, f"a {self.state} run"
+        )
+        return state + started
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path} is unreadable ({exc}); move it away or choose another work_dir") from None
+    if not isinstance(record, dict):
+        raise RunDirError(f"{path} is not a drsl run record; move it away or choose another work_dir")
+    return record
+
+
+def recorded_config(work_dir: str | Path) -> Config | None:
+    """The config a run directory records (its config.yaml), or None when there is none."""
+    path = Path(work_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+        return config_from_dict(data if isinstance(data, dict) else {})
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise RunDirError(f"the recorded config {path} is unusable ({exc})") from None
+
+
+def inspect_run_dir(work_dir: str | Path) -> Occupant:
+    """What ``work_dir`` holds (nothing is written)."""
+    path = Path(work_dir)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"work_dir {path} exists and is not a folder")
+    entries = sorted(e.name for e in path.iterdir() if e.name != LOCK_NAME) if path.is_dir() else []
+    checkpoint = path / "checkpoints" / LATEST
+    return Occupant(
+        path, entries, _read_record(path / RECORD), recorded_config(path),
+        checkpoint if checkpoint.is_file() else None,
+    )
+
+
+def continued_config(config: Config, overrides: list[str]) -> Config:
+    """The config to resume ``config.work_dir`` with: the run's recorded config plus ``overrides``.
+
+    Where the given config differs from the recorded one in keys the overrides do not set, the
+    recorded values are kept and the differences are logged.
+    """
+    recorded = recorded_config(config.work_dir)
+    if recorded is None:
+        return config
+    recorded.work_dir = config.work_dir
+    continued = apply_overrides(recorded, overrides)
+    ignored = sorted(set(config_diff(continued, config)) - {o.split("=", 1)[0].strip() for o in overrides})
+    if ignored:
+        log.warning(
+            "resuming %s with its recorded config; the given config's other values for %s are ignored",
+            config.work_dir, ", ".join(ignored),
+        )
+    return continued
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do with its directory, decided before anything is written."""
+
+    config: Config
+    #: start (empty folder), overwrite (replace another run), restart (same config, nothing to
+    #: resume), resume.
+    action: str
+    checkpoint: Path | None = None
+    #: Config changes against the recorded config (resume only): key -> (old, new).
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: The run finished already and nothing changed: there is nothing to do.
+    finished: bool = False
+
+
+def _refuse_occupied(found: Occupant, overwrite: bool) -> str:
+    """The action for a fresh run into ``found``: start, overwrite, or a RunDirError."""
+    if not found.entries:
+        return "start"
+    if not found.is_run:
+        raise RunDirError(
+            f"work_dir {found.path} is not empty and holds no drsl run ({', '.join(found.entries[:3])}"
+            f"{', ...' if len(found.entries) > 3 else ''}): choose another work_dir"
+        )
+    if not overwrite:
+        raise RunDirError(
+            f"work_dir {found.path} holds {found.describe()}: continue it with --resume, or replace "
+            "it with --overwrite, or choose another work_dir"
+        )
+    return "overwrite"
+
+
+def plan_run(
+    config: Config, resume: bool | str | Path | None = None, overwrite: bool = False,
+    allow_config_change: bool = False,
+) -> RunPlan:
+    """Decide how ``config`` uses its work dir; RunDirError when it must not (nothing is written).
+
+    ``resume``: None/False start fresh; True continue ``work_dir/checkpoints/latest.pt`` (which
+    must exist); a path continue from that checkpoint; "auto" continue when there is a
+    checkpoint of the same config, else start.
+    """
+    found = inspect_run_dir(config.work_dir)
+    if (holder := lock_holder(found.path)) is not None:
+        raise RunDirError(f"work_dir {found.path} is in use by {holder}: wait for it to end or choose another work_dir")
+    if resume == "auto":
+        same = found.config is not None and config_hash(found.config) == config_hash(config)
+        if found.checkpoint is None and same:
+            return RunPlan(config, "restart")
+        if found.checkpoint is None or not same:
+            return RunPlan(config, _refuse_occupied(found, overwrite))
+        checkpoint: Path = found.checkpoint
+    elif resume is True:
+        if found.checkpoint is None:
+            why = "the folder does not exist" if not found.path.exists() else f"no checkpoints/{LATEST}"
+            raise RunDirError(f"nothing to resume in {found.path} ({why}): start it without --resume")
+        checkpoint = found.checkpoint
+    elif resume:
+        checkpoint = Path(resume)
+        if not checkpoint.is_file():
+            raise RunDirError(f"checkpoint to resume from {checkpoint} does not exist")
+        if found.entries and not found.is_run:
+            _refuse_occupied(found, overwrite)
+    else:
+        return RunPlan(config, _refuse_occupied(found, overwrite))
+    changes: dict[str, tuple[Any, Any]] = {}
+    if found.config is not None:
+        changes = config_diff(replace(found.config, work_dir=config.work_dir), config)
+    if changes and not allow_config_change:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        raise RunDirError(
+            f"resuming {found.path} would change its recorded config ({listed}); a resumed run keeps its "
+            "config: drop the change, or pass --change-config to continue with it (recorded in run.json)"
+        )
+    finished = found.state == "finished" and not changes and (found.path / "eval.json").is_file()
+    return RunPlan(config, "resume", checkpoint, changes, finished)
+
+
+class RunDirectory:
+    """Own a run directory for the duration of a run (main process only; others get a no-op).
+
+    Entering locks the folder, checks the plan still holds, replaces another run's files when
+    overwriting, deletes temporary files of a killed write, and writes ``run.json`` (state
+    running, this invocation appended), ``config.yaml`` and, for a new run, ``environment.json``.
+    Leaving records finished, interrupted or failed (with the error).
+    """
+
+    def __init__(self, plan: RunPlan, enabled: bool = True) -> None:
+        self.plan, self.enabled = plan, enabled
+        self.path = Path(plan.config.work_dir)
+        self.lock = RunLock(self.path)
+        self.record: dict[str, Any] = {}
+
+    def _entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "action": self.plan.action, "time": _now(), "argv": sys.argv, "pid": os.getpid(),
+            "host": socket.gethostname(), "git": git_hash(),
+        }
+        if self.plan.checkpoint is not None:
+            entry["checkpoint"] = str(self.plan.checkpoint)
+        if self.plan.changes:
+            entry["changes"] = {k: {"old": old, "new": new} for k, (old, new) in self.plan.changes.items()}
+        return entry
+
+    def _clear(self) -> None:
+        """Delete everything the folder holds but the lock (another run being replaced)."""
+        for entry in self.path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def __enter__(self) -> RunDirectory:
+        if not self.enabled:
+            return self
+        self.lock.acquire()
+        try:
+            found = inspect_run_dir(self.path)
+            if self.plan.action == "start" and found.entries:  # another process got here first
+                raise RunDirError(f"work_dir {self.path} was taken by another run meanwhile: choose another work_dir")
+            if self.plan.action in ("overwrite", "restart"):
+                self._clear()
+                found = inspect_run_dir(self.path)
+            remove_temporary_files(self.path)
+            config = self.plan.config
+            if self.plan.action == "resume" and found.record is not None:
+                self.record = found.record
+                self.record.setdefault("history", [])
+            else:
+                self.record = {"format": 1, "started": _now(), "history": []}
+            self.record.update(name=config.name, config_hash=config_hash(config), state="running")
+            self.record["history"].append(self._entry())
+            self._write_record()
+            if found.config is None or self.plan.changes:
+                atomic_write_text(self.path / "config.yaml", dump_config(config))
+            if not (self.path / "environment.json").is_file():
+                atomic_write_json(self.path / "environment.json", environment())
+            if self.plan.changes:
+                log.warning("resuming %s with a changed config: %s", self.path, self.record["history"][-1]["changes"])
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def _write_record(self) -> None:
+        atomic_write_json(self.path / RECORD, self.record)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if not self.enabled:
+            return
+        try:
+            if exc_type is None:
+                state = "finished"
+            elif issubclass(exc_type, KeyboardInterrupt):
+                state = "interrupted"
+            else:
+                state = "failed"
+            self.record["state"] = state
+            entry = self.record["history"][-1]
+            entry.update(ended=_now(), outcome=state)
+            if exc is not None and state == "failed":
+                entry["error"] = f"{exc_type.__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            self._write_record()
+        finally:
+            self.lock.release()
+

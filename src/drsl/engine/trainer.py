@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from drsl.config import Config, ConfigError, TrainConfig
 from drsl.engine.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     prune_checkpoints,
     restore_rng_state,
@@ -25,6 +26,7 @@ from drsl.engine.checkpoint import (
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import RunLogger
 from drsl.errors import NonFiniteLossError
+from drsl.models.weights import load_matching
 
 
 class StepOutput(NamedTuple):
@@ -163,6 +165,7 @@ class Trainer:
             "iteration": self.iteration,
             "rng": rng_state(),
             "config": config_to_dict(self.config),
+            "metrics_records": self.logger.records,
         }
 
     def save(self, keep_numbered: bool = True) -> None:
@@ -175,17 +178,32 @@ class Trainer:
                 prune_checkpoints(self.checkpoint_dir, keep=3)
         barrier()
 
-    def resume(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save`."""
+    def resume(self, path: str | Path) -> int | None:
+        """Restore a checkpoint written by :meth:`save`; returns how many metrics.jsonl records
+        were written when it was saved (None for checkpoints that do not say).
+
+        Weights of another architecture are a WeightsError listing the mismatches; a file that is
+        not a training checkpoint, or whose optimizer state does not fit, a CheckpointError.
+        """
         state = load_checkpoint(path)
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"] or not self.scaler.is_enabled():
-            # An fp16 run resumed from a bf16/fp32 checkpoint (empty scaler state) starts a fresh scale.
-            self.scaler.load_state_dict(state["scaler"])
+        missing = [key for key in ("optimizer", "scheduler", "scaler", "iteration", "rng") if key not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path} is not a training checkpoint (no {', '.join(missing)}; an export?): "
+                "use it as init_checkpoint=... instead"
+            )
+        load_matching(self.module, state["model"], str(path))
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state["scaler"] or not self.scaler.is_enabled():
+                # An fp16 run resumed from a bf16/fp32 checkpoint (empty scaler state) starts a fresh scale.
+                self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"the optimizer state in {path} does not fit this run ({exc})") from None
         self.iteration = int(state["iteration"])
         restore_rng_state(state["rng"])
+        return state.get("metrics_records")
 
     # ----------------------------------------------------------------------------- loop
     def _forward_backward(self, batch: Any) -> dict[str, float]:
@@ -253,7 +271,9 @@ class Trainer:
                      "seconds_per_iter": elapsed / steps},
                     prefix="train/",
                 )
-            if self.evaluate is not None and train.eval_every and self.iteration % train.eval_every == 0:
+            # The final evaluation (with its own log record) is the host's, after the last step.
+            final = self.iteration == train.iterations
+            if self.evaluate is not None and train.eval_every and self.iteration % train.eval_every == 0 and not final:
                 self.run_evaluation()
             if train.checkpoint_every and self.iteration % train.checkpoint_every == 0:
                 self.save()

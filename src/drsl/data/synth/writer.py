@@ -20,7 +20,7 @@ import numpy as np
 
 from drsl.data.labels import CITYSCAPES_TABLE, CLASS_NAMES, NUM_CLASSES
 from drsl.engine.logging import progress as progress_bar
-from drsl.fileio import atomic_write_json, atomic_write_png
+from drsl.fileio import atomic_write_json, atomic_write_png, require_free_folder, staged_folder
 
 from .catalogue import CLASS_MODES, MODE_KEYS, mode_mixes
 from .domains import DOMAINS
@@ -119,13 +119,29 @@ def generate_benchmark(
     target_size: tuple[int, int] = (256, 128),
     workers: int = 1,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Generate the street-scene benchmark under ``out`` and return its manifest.
+
+    ``out`` must be absent or empty unless ``overwrite`` (it is then replaced). The benchmark is
+    built in a temporary sibling folder and renamed into place, so ``out`` is never half-written.
 
     Source: ``out/source/{images,labels}/NNNNN.png`` (GTA5 layout). Target:
     ``out/target/{leftImg8bit,gtFine}/{train,val}/synthcity/...`` (Cityscapes layout). Labels are
     uint8 Cityscapes label ids. Sizes are (width, height). Same seed, same bytes, any ``workers``.
     """
+    require_free_folder(out, overwrite)
+    with staged_folder(out) as staging:
+        manifest = _generate(staging, seed, num_source, num_target_train, num_target_val,
+                             source_size, target_size, workers, progress)
+    return manifest
+
+
+def _generate(
+    out: Path, seed: int, num_source: int, num_target_train: int, num_target_val: int,
+    source_size: tuple[int, int], target_size: tuple[int, int], workers: int, progress: bool,
+) -> dict[str, Any]:
+    """Write every sample and the manifest under ``out``; returns the manifest."""
     counts = {"source": num_source, "target_train": num_target_train, "target_val": num_target_val}
     sizes = {"source": tuple(source_size), "target": tuple(target_size)}
     jobs = [_Job(str(out), split, i, seed, sizes[SPLITS[split][0]]) for split, n in counts.items() for i in range(n)]
@@ -153,5 +169,5 @@ def generate_benchmark(
         "class_frequency": {split: _class_frequency(c) for split, c in class_counts.items()},
         "mode_share": {split: _mode_share(c) for split, c in mode_counts.items()},
     }
-    atomic_write_json(Path(out) / "manifest.json", manifest)
+    atomic_write_json(out / "manifest.json", manifest)
     return manifest
