@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from drsl.commands import bench_speed, export, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
-from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError
+from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError, user_error_message
 
 USER_ERRORS = (
     ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError, RunDirError,
@@ -298,21 +299,32 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``drsl`` console script."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; KEY=VALUE overrides may also follow options."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # KEY=VALUE overrides typed after options are still overrides
+    if extra:
         if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``drsl`` console script."""
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as exc:
-        print(f"drsl {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = user_error_message(exc, USER_ERRORS)
+        if message is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"drsl {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)

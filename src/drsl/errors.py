@@ -6,6 +6,14 @@ importing the heavy modules that raise them (``drsl --help`` stays fast).
 
 from __future__ import annotations
 
+import errno
+import re
+
+#: How torch re-raises an exception from a DataLoader worker: a new exception of the same class
+#: (or a RuntimeError, when the class cannot be built from one string) whose message is
+#: "Caught NAME in DataLoader worker process N." and the worker's whole traceback.
+_WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.")
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the file and the reason."""
@@ -22,3 +30,42 @@ class NonFiniteLossError(FloatingPointError):
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (another run in it, in use by another
     process, nothing to resume...); the message says what to do instead."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PATH: reason`` for an OS error (read-only or occupied path, disk full, ...)."""
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    text = f"{' -> '.join(paths)}: {reason}" if paths else reason
+    if exc.errno == errno.ENOSPC:
+        text += " (the disk is full; files being replaced keep their previous content: free space, then resume)"
+    return text
+
+
+def _names(classes: tuple[type[BaseException], ...]) -> set[str]:
+    """The names of ``classes`` and all their subclasses."""
+    names: set[str] = set()
+    pending = list(classes)
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ not in names:
+            names.add(cls.__name__)
+            pending += cls.__subclasses__()
+    return names
+
+
+def user_error_message(exc: BaseException, user_errors: tuple[type[BaseException], ...]) -> str | None:
+    """The one-line message of an error the user can fix (an instance of ``user_errors`` or an OS
+    error, raised here or in a DataLoader worker), or None for anything else (a bug)."""
+    text = str(exc)
+    worker = _WORKER.match(text)
+    if worker is not None:
+        if worker.group(1) not in _names((*user_errors, OSError)):
+            return None
+        last = text.strip().splitlines()[-1]  # "package.module.Name: message"
+        text = re.sub(r"^[\w.]+: ", "", last, count=1)
+    elif isinstance(exc, OSError) and not isinstance(exc, user_errors):
+        text = describe_os_error(exc)
+    elif not isinstance(exc, user_errors):
+        return None
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
