@@ -13,13 +13,14 @@ from drsl.models.registry import build_encoder
 from drsl.models.segmentor import Segmentor, build_segmentor
 
 
-@pytest.mark.parametrize("name", ["light", "resnet50"])
-def test_encoders_declare_their_maps(name: str) -> None:
-    encoder = build_encoder(ModelConfig(backbone=name)).eval()
+@pytest.mark.parametrize("name,output_stride", [("light", 8), ("resnet50", 16), ("efficientnet_lite0", 16)])
+def test_encoders_declare_their_maps(name: str, output_stride: int) -> None:
+    encoder = build_encoder(ModelConfig(backbone=name, output_stride=output_stride)).eval()  # type: ignore[arg-type]
     with torch.no_grad():
         maps = encoder(torch.rand(1, 3, 64, 96))
     assert [m.shape[1] for m in maps] == encoder.out_channels
     assert [(64 // s, 96 // s) for s in encoder.strides] == [tuple(m.shape[-2:]) for m in maps]
+    assert max(encoder.strides) == output_stride
 
 
 def test_aspp_head_reads_and_exposes_the_deepest_map() -> None:
@@ -31,6 +32,17 @@ def test_aspp_head_reads_and_exposes_the_deepest_map() -> None:
     assert torch.equal(output.features, deepest)
     assert output.logits.shape == (2, 5, 8, 8)
     assert segmentor.feature_channels == output.features.shape[1] == 256
+
+
+@pytest.mark.parametrize("decoder,stride", [("aspp", 8), ("deeplabv3plus", 4)])
+def test_decoders_fit_the_contract(decoder: str, stride: int) -> None:
+    cfg = ModelConfig(backbone="light", decoder=decoder, num_classes=7, decoder_channels=32)  # type: ignore[arg-type]
+    segmentor = build_segmentor(cfg).train()
+    output = segmentor(torch.rand(2, 3, 64, 64))
+    assert output.logits.shape == (2, 7, 64 // stride, 64 // stride)
+    assert output.features.shape[:2] == (2, segmentor.feature_channels)
+    output.logits.sum().backward()
+    assert all(p.grad is not None for p in segmentor.head_parameters())
 
 
 class _Probe(Encoder):

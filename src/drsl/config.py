@@ -86,20 +86,28 @@ class DataConfig:
 class ModelConfig:
     """Segmentor: a registered encoder and decode head (drsl.models)."""
 
-    #: Encoder (drsl.models.registry.BACKBONES): torchvision ResNet-101/50 dilated to output
-    #: stride 8, or the light dilated CPU backbone.
-    backbone: Literal["resnet101", "resnet50", "light"] = "resnet101"
+    #: Encoder (drsl.models.registry.BACKBONES): torchvision ResNet-101/50 (dilated; ImageNet files),
+    #: resnet101_deeplab (DeepLab-v2's Caffe ResNet-101: the COCO init file), the light dilated CPU
+    #: backbone, or timm's EfficientNet-Lite0 (ImageNet weights bundled offline).
+    backbone: Literal["resnet101", "resnet50", "resnet101_deeplab", "light", "efficientnet_lite0"] = "resnet101"
+    #: Stride of the deepest encoder map: deeper stages are dilated instead (light: 8 only).
+    output_stride: Literal[8, 16, 32] = 8
     #: Decode head (drsl.models.registry.DECODERS): "aspp" is DeepLab-v2's ASPP classifier on the
-    #: deepest encoder map (the map DRSL's MMDL head then reads).
-    decoder: Literal["aspp"] = "aspp"
+    #: deepest encoder map (the map DRSL's MMDL head then reads); "deeplabv3plus" a light
+    #: DeepLab-v3+ decoder (1x1 + image-pooling ASPP, stride-4 skip; MMDL reads its stride-4 output).
+    decoder: Literal["aspp", "deeplabv3plus"] = "aspp"
     #: ASPP variant: "full" sums rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
     aspp: Literal["full", "rates_6_12"] = "full"
+    #: Width of the deeplabv3plus decoder (its fused features).
+    decoder_channels: int = 128
     num_classes: int = 19
     #: Width multiplier of the light backbone (stage channels 16w, 32w, 64w, 128w).
     light_width: int = 2
     #: Residual blocks per stage of the light backbone.
     light_depth: int = 1
-    #: Initial weights: a torchvision ImageNet state dict, a DeepLab init file, or a drsl checkpoint.
+    #: Initial encoder weights: a weights file (torchvision ImageNet, DeepLab init, ...: see
+    #: docs/datasets.md), "bundled" for the file an installed package ships (efficientnet_lite0),
+    #: or null for random initialisation.
     pretrained: str | None = None
     freeze_bn: bool = False
     sync_bn: bool = False

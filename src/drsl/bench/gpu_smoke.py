@@ -87,8 +87,7 @@ def smoke_overrides(args: argparse.Namespace, data: Path, work: Path) -> list[st
             out.append("data.num_workers=0")
     else:
         out.append(f"model.backbone={args.backbone}")
-    if args.pretrained:
-        out.append(f"model.pretrained={args.pretrained}")
+    out.append(f"model.pretrained={args.pretrained or 'null'}")  # random weights unless a file is given
     return out + list(args.overrides)
 
 
@@ -184,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, help="global batch of source (and of target) images; default: the config's")
     parser.add_argument("--workers", type=int, help="DataLoader workers per stream; default: the config's")
     parser.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"], help="mixed precision")
-    parser.add_argument("--backbone", default="resnet101", choices=["resnet101", "resnet50"], help="encoder")
+    parser.add_argument("--backbone", default="resnet101", choices=["resnet101", "resnet101_deeplab", "resnet50"], help="encoder")
     parser.add_argument("--pretrained", help="ImageNet/DeepLab init weights file (optional)")
     add_device(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides")

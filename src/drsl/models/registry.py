@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import Tensor
 
 from drsl.config import ConfigError, ModelConfig
+from drsl.models import efficientnet
 from drsl.models.deeplabv2 import ASPPHead
+from drsl.models.deeplabv3plus import DeepLabV3PlusHead
 from drsl.models.interfaces import DecodeHead, Encoder
 from drsl.models.light import LightEncoder
-from drsl.models.resnet import ResNetEncoder
-from drsl.models.weights import torchvision_state
+from drsl.models.resnet import DeepLabResNetEncoder, ResNetEncoder
+from drsl.models.weights import deeplab_state, torchvision_state
 
 StateDict = dict[str, Tensor]
 
@@ -30,17 +33,36 @@ class Backbone:
     build: Callable[[ModelConfig], Encoder]
     #: A weights file's state dict -> the encoder's keys (prefixes, dropped classifiers, renames).
     adapt_weights: Callable[[StateDict], StateDict] = torchvision_state
+    #: The weights file an installed package ships for it (``model.pretrained: bundled``), if any.
+    bundled_weights: Callable[[], Path] | None = None
+
+
+def _light(cfg: ModelConfig) -> Encoder:
+    if cfg.output_stride != 8:
+        raise ConfigError(f"config key 'model.output_stride': the light backbone has output stride 8, not {cfg.output_stride}")
+    return LightEncoder(cfg.light_width, cfg.light_depth)
 
 
 BACKBONES: dict[str, Backbone] = {
-    "light": Backbone(lambda cfg: LightEncoder(cfg.light_width, cfg.light_depth)),
-    "resnet50": Backbone(lambda cfg: ResNetEncoder(50)),
-    "resnet101": Backbone(lambda cfg: ResNetEncoder(101)),
+    "light": Backbone(_light),
+    "resnet50": Backbone(lambda cfg: ResNetEncoder(50, cfg.output_stride)),
+    "resnet101": Backbone(lambda cfg: ResNetEncoder(101, cfg.output_stride)),
+    "resnet101_deeplab": Backbone(
+        lambda cfg: DeepLabResNetEncoder(101, cfg.output_stride), adapt_weights=deeplab_state
+    ),
+    "efficientnet_lite0": Backbone(
+        lambda cfg: efficientnet.EfficientNetEncoder(cfg.output_stride),
+        adapt_weights=efficientnet.encoder_state,
+        bundled_weights=efficientnet.bundled_weights,
+    ),
 }
 
 #: Decode head builders: (encoder, config) -> head producing ``cfg.num_classes`` logits.
 DECODERS: dict[str, Callable[[Encoder, ModelConfig], DecodeHead]] = {
     "aspp": lambda encoder, cfg: ASPPHead(encoder.out_channels[-1], cfg.num_classes, cfg.aspp),
+    "deeplabv3plus": lambda encoder, cfg: DeepLabV3PlusHead(
+        encoder.out_channels, encoder.strides, cfg.num_classes, cfg.decoder_channels
+    ),
 }
 
 
@@ -49,6 +71,16 @@ def backbone(name: str) -> Backbone:
     if name not in BACKBONES:
         raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
     return BACKBONES[name]
+
+
+def pretrained_path(cfg: ModelConfig) -> Path | None:
+    """The initial weights file ``model.pretrained`` names (``bundled``: the backbone's packaged one)."""
+    if cfg.pretrained != "bundled":
+        return Path(cfg.pretrained) if cfg.pretrained else None
+    bundled = backbone(cfg.backbone).bundled_weights
+    if bundled is None:
+        raise ConfigError(f"config key 'model.pretrained': the {cfg.backbone} backbone has no bundled weights; give a file")
+    return bundled()
 
 
 def build_encoder(cfg: ModelConfig) -> Encoder:

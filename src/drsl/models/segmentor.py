@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from drsl.config import ModelConfig
 from drsl.models.interfaces import DecodeHead, Encoder
-from drsl.models.registry import backbone, build_decoder, build_encoder
 from drsl.models.batchnorm import freeze_batchnorm
+from drsl.models.registry import backbone, build_decoder, build_encoder, pretrained_path
 from drsl.models.weights import load_encoder_weights
 
 
@@ -67,8 +67,9 @@ def build_segmentor(cfg: ModelConfig) -> Segmentor:
 def build_model(cfg: ModelConfig) -> Segmentor:
     """A segmentor built from the config, with initial weights and BatchNorm options applied."""
     segmentor = build_segmentor(cfg)
-    if cfg.pretrained:
-        load_encoder_weights(segmentor.encoder, cfg.pretrained, backbone(cfg.backbone).adapt_weights)
+    weights = pretrained_path(cfg)
+    if weights is not None:
+        load_encoder_weights(segmentor.encoder, weights, backbone(cfg.backbone).adapt_weights)
     if cfg.freeze_bn:
         freeze_batchnorm(segmentor.encoder)
     return segmentor

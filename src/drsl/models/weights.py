@@ -1,4 +1,4 @@
-"""Initial weights from a user-given file: torchvision ImageNet, DeepLab init or drsl checkpoints.
+"""Reading initial weights files and loading them strictly; the torchvision-style key adapter.
 
 Files are read with ``torch.load(weights_only=True)`` or safetensors: never unpickled. Nothing is
 downloaded.
@@ -32,7 +32,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             return load_file(str(path))
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: say which and why, not a deep traceback
-        raise WeightsError(f"cannot read weights file {path}: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"cannot read weights file {path} (truncated or not a weights file?): {reason}") from None
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -51,15 +52,42 @@ def _strip(key: str) -> str:
     return key
 
 
-def torchvision_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Encoder weights from a torchvision-style state dict (prefixes and classifiers removed)."""
+def _encoder_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     stripped = {_strip(k): v for k, v in state.items()}
     return {k: v for k, v in stripped.items() if not k.startswith(_DROPPED_PREFIXES)}
 
 
+def _is_deeplab_init(state: dict[str, Tensor]) -> bool:
+    return any(f".{k}".find(".Scale.") >= 0 for k in state)
+
+
+def torchvision_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Encoder weights from a torchvision-style ImageNet file (prefixes and classifiers removed)."""
+    if _is_deeplab_init(state):
+        raise WeightsError(
+            "is a DeepLab-v2 init file ('Scale.' keys, Caffe conventions): use model.backbone=resnet101_deeplab"
+        )
+    return _encoder_keys(state)
+
+
+def deeplab_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Encoder weights from the DeepLab-v2 init (``Scale.`` prefix, ``layer5`` classifier dropped)."""
+    if not _is_deeplab_init(state):
+        raise WeightsError(
+            "has no 'Scale.' keys of the DeepLab-v2 init (DeepLab_resnet_pretrained_init-f81d91e8.pth); "
+            "a torchvision ImageNet file goes with model.backbone=resnet101"
+        )
+    return _encoder_keys(state)
+
+
 def load_matching(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load ``state`` into ``module`` strictly, raising WeightsError that lists every mismatch."""
+    """Load ``state`` into ``module`` strictly, raising WeightsError that lists every mismatch.
+
+    BatchNorm ``num_batches_tracked`` buffers absent from files saved before PyTorch 0.4.1 (the 2017
+    torchvision ResNets, the DeepLab-v2 init) are filled with zeros.
+    """
     own = module.state_dict()
+    state = {**{k: torch.zeros_like(v) for k, v in own.items() if k.endswith(".num_batches_tracked")}, **state}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = [
@@ -83,4 +111,10 @@ def load_encoder_weights(
     encoder: nn.Module, path: str | Path, adapt: Callable[[dict[str, Tensor]], dict[str, Tensor]]
 ) -> None:
     """Initialise an encoder from a weights file, ``adapt`` mapping its keys onto the encoder's."""
-    load_matching(encoder, adapt(read_state_dict(path)), str(path))
+    state = read_state_dict(path)
+    try:
+        state = adapt(state)
+    except WeightsError as exc:
+        raise WeightsError(f"weights file {path} {exc}") from None
+    load_matching(encoder, state, str(path))
+
