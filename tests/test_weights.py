@@ -12,8 +12,8 @@ from torch import Tensor
 from torchvision.models import resnet50, resnet101
 
 from drsl.config import ModelConfig
-from drsl.models.segmentor import build_model
 from drsl.errors import WeightsError
+from drsl.models.segmentor import build_model
 from drsl.models.weights import torchvision_state
 
 

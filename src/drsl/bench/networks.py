@@ -114,13 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``drsl bench networks``."""
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
                         help="comma-separated model.* overrides per network (default: the BENCHMARKS.md grid)")
-    parser.add_argument("--channels-last", choices=["off", "on", "both"], default="both")
-    parser.add_argument("--crops", nargs="+", type=_crop, default=[(128, 128)], help="HxW crop sizes, e.g. 128x128")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--channels-last", choices=["off", "on", "both"], default="both",
+                        help="memory layout of every variant (default: both)")
+    parser.add_argument("--crops", nargs="+", type=_crop, default=[(128, 128)],
+                        help="HxW crop sizes, e.g. 128x128 96x96 (default: 128x128)")
+    parser.add_argument("--batch", type=int, default=16, help="images per step (default: 16)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the median is reported (default: 3)")
+    parser.add_argument("--json", help="also write the rows as JSON here (default: none)")
 
 
 def run(args: argparse.Namespace) -> int:
