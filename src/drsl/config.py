@@ -88,14 +88,20 @@ class ModelConfig:
 
     #: Encoder (drsl.models.registry.BACKBONES): torchvision ResNet-101/50 (dilated; ImageNet files),
     #: resnet101_deeplab (DeepLab-v2's Caffe ResNet-101: the COCO init file), the light dilated CPU
-    #: backbone, or timm's EfficientNet-Lite0 (ImageNet weights bundled offline).
-    backbone: Literal["resnet101", "resnet50", "resnet101_deeplab", "light", "efficientnet_lite0"] = "resnet101"
-    #: Stride of the deepest encoder map: deeper stages are dilated instead (light: 8 only).
+    #: backbone, timm's EfficientNet-Lite0 (ImageNet weights bundled offline), or SegFormer's Mix
+    #: Transformer MiT-B0 ... B5 (four maps at strides 4 to 32; SegFormer or Hugging Face ImageNet files).
+    backbone: Literal[
+        "resnet101", "resnet50", "resnet101_deeplab", "light", "efficientnet_lite0",
+        "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5",
+    ] = "resnet101"
+    #: Stride of the deepest encoder map: deeper stages are dilated instead (light: 8 only; MiT: 32 only).
     output_stride: Literal[8, 16, 32] = 8
     #: Decode head (drsl.models.registry.DECODERS): "aspp" is DeepLab-v2's ASPP classifier on the
     #: deepest encoder map (the map DRSL's MMDL head then reads); "deeplabv3plus" a light
-    #: DeepLab-v3+ decoder (1x1 + image-pooling ASPP, stride-4 skip; MMDL reads its stride-4 output).
-    decoder: Literal["aspp", "deeplabv3plus"] = "aspp"
+    #: DeepLab-v3+ decoder (1x1 + image-pooling ASPP, stride-4 skip; MMDL reads its stride-4 output);
+    #: "daformer" DAFormer's context-aware fusion of all maps at the shallowest map's stride (MMDL
+    #: reads the fusion).
+    decoder: Literal["aspp", "deeplabv3plus", "daformer"] = "aspp"
     #: ASPP variant: "full" sums rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
     aspp: Literal["full", "rates_6_12"] = "full"
     #: Width of the deeplabv3plus decoder (its fused features).
@@ -115,14 +121,26 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with poly learning-rate decay; the heads get ``head_lr_mult`` times the base LR."""
+    """SGD or AdamW with poly learning-rate decay; the heads get ``head_lr_mult`` times the base LR."""
 
+    #: sgd (the DeepLab-v2 lineage) or adamw (DAFormer: lr 6e-5, weight_decay 0.01).
+    name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 2.5e-4
+    #: SGD only.
     momentum: float = 0.9
+    #: AdamW only: (beta1, beta2).
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
+    #: Weight decay also on normalisation layers and position terms (DAFormer: false).
+    decay_norms: bool = True
+    #: poly: warm-up ramp (i+1)/W to the base LR, then (1 - i/T)^power. daformer: (1 - i/T)^power
+    #: throughout, times a linear ramp from warmup_ratio to 1 over warmup_iters (mmcv, DAFormer).
+    schedule: Literal["poly", "daformer"] = "poly"
     poly_power: float = 0.9
     head_lr_mult: float = 10.0
     warmup_iters: int = 0
+    #: daformer schedule: the LR multiplier at iteration 0 of the warm-up.
+    warmup_ratio: float = 1e-6
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The training loop, owned once: SGD with poly decay, AMP, gradient accumulation, DDP, logging,
-evaluation and checkpoints. Hosts supply batches and a module whose forward returns the loss."""
+"""The training loop, owned once: optimiser and schedule (engine.optim), AMP, gradient
+accumulation, DDP, logging, evaluation and checkpoints. Hosts supply batches and a module whose
+forward returns the loss."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from drsl.engine.checkpoint import (
 )
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import RunLogger
+from drsl.engine.optim import build_optimizer, build_scheduler
 from drsl.errors import NonFiniteLossError
 from drsl.models.weights import load_matching
 
@@ -34,13 +36,6 @@ class StepOutput(NamedTuple):
 
     loss: Tensor
     logs: dict[str, float]
-
-
-def poly_factor(iteration: int, total: int, power: float, warmup: int) -> float:
-    """Learning-rate multiplier: linear warm-up, then (1 - t / T) ** power."""
-    if warmup > 0 and iteration < warmup:
-        return (iteration + 1) / warmup
-    return max(0.0, 1.0 - iteration / max(total, 1)) ** power
 
 
 def conv_settings(train: TrainConfig, device: torch.device) -> tuple[bool, bool]:
@@ -133,18 +128,8 @@ class Trainer:
             if dist.enabled
             else self.module
         )
-        groups = module.param_groups(config.optim)  # type: ignore[operator]
-        for group in groups:
-            group["lr"] = config.optim.lr * group.pop("lr_mult", 1.0)
-            group["initial_lr"] = group["lr"]
-        self.optimizer = torch.optim.SGD(
-            groups, lr=config.optim.lr, momentum=config.optim.momentum,
-            weight_decay=config.optim.weight_decay,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda it: poly_factor(it, train.iterations, config.optim.poly_power, config.optim.warmup_iters),
-        )
+        self.optimizer = build_optimizer(module, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, train.iterations)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp)
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=train.amp == "fp16")
         self.iteration = 0

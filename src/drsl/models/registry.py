@@ -16,10 +16,13 @@ from torch import Tensor
 
 from drsl.config import ConfigError, ModelConfig
 from drsl.models import efficientnet
+from drsl.models.daformer import DAFormerHead
 from drsl.models.deeplabv2 import ASPPHead
 from drsl.models.deeplabv3plus import DeepLabV3PlusHead
 from drsl.models.interfaces import DecodeHead, Encoder
 from drsl.models.light import LightEncoder
+from drsl.models.mit import MIT_VARIANTS, MiTEncoder
+from drsl.models.mit_weights import mit_state
 from drsl.models.resnet import DeepLabResNetEncoder, ResNetEncoder
 from drsl.models.weights import deeplab_state, torchvision_state
 
@@ -43,6 +46,14 @@ def _light(cfg: ModelConfig) -> Encoder:
     return LightEncoder(cfg.light_width, cfg.light_depth)
 
 
+def _mit(variant: str, cfg: ModelConfig) -> Encoder:
+    if cfg.output_stride != 32:
+        raise ConfigError(
+            f"config key 'model.output_stride': MiT encoders have output stride 32, not {cfg.output_stride} (set it to 32)"
+        )
+    return MiTEncoder(variant)
+
+
 BACKBONES: dict[str, Backbone] = {
     "light": Backbone(_light),
     "resnet50": Backbone(lambda cfg: ResNetEncoder(50, cfg.output_stride)),
@@ -55,6 +66,10 @@ BACKBONES: dict[str, Backbone] = {
         adapt_weights=efficientnet.encoder_state,
         bundled_weights=efficientnet.bundled_weights,
     ),
+    **{
+        name: Backbone(lambda cfg, name=name: _mit(name, cfg), adapt_weights=mit_state)
+        for name in MIT_VARIANTS
+    },
 }
 
 #: Decode head builders: (encoder, config) -> head producing ``cfg.num_classes`` logits.
@@ -63,6 +78,7 @@ DECODERS: dict[str, Callable[[Encoder, ModelConfig], DecodeHead]] = {
     "deeplabv3plus": lambda encoder, cfg: DeepLabV3PlusHead(
         encoder.out_channels, encoder.strides, cfg.num_classes, cfg.decoder_channels
     ),
+    "daformer": lambda encoder, cfg: DAFormerHead(encoder.out_channels, cfg.num_classes),
 }
 
 

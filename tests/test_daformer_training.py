@@ -1,0 +1,80 @@
+"""The DAFormer network trained end to end with the packaged DAFormer configs: MiT-B0 from scratch
+on the generated benchmark (fast), and MiT-B5 started from ImageNet files in both published layouts
+(slow: ``-m slow``). Tiny images; the configs' AdamW, schedule and decoder are used as shipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from drsl.config import load_config
+from drsl.configs import resolve_config_path
+from drsl.data.synth import generate_benchmark
+from drsl.training import read_eval, run_training
+from fixtures import run_weights
+from test_mit import hugging_face_file, segformer_file
+
+MIT_B5 = ((64, 128, 320, 512), (3, 6, 40, 3))
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate_benchmark(root, seed=0, num_source=4, num_target_train=4, num_target_val=2,
+                       source_size=(96, 64), target_size=(96, 64))
+    return root
+
+
+def overrides(root: Path, work: Path, backbone: str, iterations: int = 2) -> list[str]:
+    return [
+        f"data.source.root={root}/source", "data.source.resize=null",
+        f"data.target.root={root}/target", "data.target.resize=null",
+        f"data.val.root={root}/target", "eval.resize=null",
+        "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]",
+        "data.num_workers=0", f"model.backbone={backbone}", f"train.iterations={iterations}",
+        "train.amp=none", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
+        "optim.warmup_iters=1", f"work_dir={work}",
+    ]
+
+
+def test_mit_b0_daformer_trains_from_scratch_on_the_generated_benchmark(synth_root: Path, tmp_path: Path) -> None:
+    config = load_config(
+        resolve_config_path("gta5_cityscapes/daformer_source_only"),
+        overrides(synth_root, tmp_path, "mit_b0") + ["data.eval_subsets=[19,16,13]"],
+    )
+    torch.manual_seed(config.seed)
+    summary = run_training(config)
+    assert summary["iteration"] == 2
+    assert set(read_eval(tmp_path)["miou"]) == {"19", "16", "13"}
+    trained = run_weights(tmp_path)
+    assert trained["segmentor.encoder.stages.3.blocks.1.mlp.dwconv.weight"].shape == (1024, 1, 3, 3)
+    assert trained["segmentor.decoder.fuse.bottleneck.1.running_mean"].abs().sum() > 0  # BN trained
+    assert "train/loss_source" in (tmp_path / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["segformer", "hugging_face"])
+def test_mit_b5_daformer_starts_from_imagenet_files_trains_and_evaluates(
+    layout: str, synth_root: Path, tmp_path: Path
+) -> None:
+    segformer, where = segformer_file(*MIT_B5)
+    if layout == "segformer":
+        path = tmp_path / "mit_b5.pth"
+        torch.save(segformer, path)
+    else:
+        path = tmp_path / "model.safetensors"
+        save_file(hugging_face_file(segformer), str(path))
+    config = load_config(
+        resolve_config_path("gta5_cityscapes/daformer_source_only"),
+        overrides(synth_root, tmp_path / "run", "mit_b5")
+        + [f"model.pretrained={path}", "optim.warmup_iters=1500"],
+    )
+    summary = run_training(config)
+    assert summary["iteration"] == 2 and "19" in read_eval(tmp_path / "run")["miou"]
+    checkpoint = run_weights(tmp_path / "run")
+    # After two AdamW steps at a warm-up LR of 6e-11 the encoder still holds the file's tensors.
+    for ours, name in list(where.items())[::50]:
+        torch.testing.assert_close(checkpoint[f"segmentor.encoder.{ours}"], segformer[name], rtol=0, atol=1e-6)
