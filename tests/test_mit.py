@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from drsl.models.daformer import DAFormerHead
 from drsl.models.mit import MiTEncoder
-from drsl.models.registry import backbone
+from drsl.config import ConfigError, ModelConfig
+from drsl.models.registry import backbone, build_encoder
 from drsl.models.weights import WeightsError, load_encoder_weights
 
 #: MiT-B0 as published: stage widths, depths, spatial reduction ratios.
@@ -169,3 +170,9 @@ def test_daformer_head_has_the_published_structure() -> None:
     assert logits.shape == (1, 19, 16, 24) and features.shape == (1, head.feature_channels, 16, 24)
     features.sum().backward()
     assert all(m.grad is not None and m.grad.abs().sum() > 0 for m in maps)
+
+
+def test_mit_asks_for_output_stride_32() -> None:
+    with pytest.raises(ConfigError, match=r"model\.output_stride.*stride 32, not 8"):
+        build_encoder(ModelConfig(backbone="mit_b0"))
+    assert build_encoder(ModelConfig(backbone="mit_b0", output_stride=32)).strides[-1] == 32
