@@ -34,7 +34,8 @@ def test_aggregate_means_spreads_and_gap_closed() -> None:
     assert mean == pytest.approx(23.0) and std == pytest.approx(np.std([21, 23, 25], ddof=1))
     assert table["cbst"]["pseudo_labels"][0]["precision"][0] == pytest.approx(90.0)
     assert table["cbst"]["seconds"][0] == pytest.approx(11.0)
-    text = markdown(table, "drsl bench compare")
+    text = markdown(table, "drsl bench compare", "hard")
+    assert "shift preset `hard`" in text
     assert "| cbst | 23.0 ± 2.0 | 3 | 21.0, 23.0, 25.0 | 11 |" in text
     assert "- cbst: 15%" in text  # (23 - 20) / (40 - 20)
 
@@ -59,6 +60,7 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     (record,) = results["records"]
     assert record["variant"] == "cbst" and len(record["pseudo_labels"]) == 1
+    assert results["shift"] == "hard"  # a manifest without a preset is the original, hard, shift
     assert json.loads((out / "runs" / "cbst" / "seed0" / "eval.json").read_text())["iteration"] == 3
     assert "| cbst |" in (out / "results.md").read_text()
 
@@ -68,3 +70,6 @@ def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path
     assert "unknown variant(s) ['drsl_bogus']" in capsys.readouterr().err
     assert main(["bench", "compare", "--out", str(tmp_path), "--source-checkpoint", str(tmp_path / "no.pt")]) == 2
     assert "no.pt is not a file" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text('{"shift": "hard"}')
+    assert main(["bench", "compare", "--out", str(tmp_path), "--data", str(tmp_path), "--shift", "nope"]) == 2
+    assert "unknown shift preset 'nope'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 
 from drsl.cli import build_parser, main
 from drsl.commands.help import LazyParser
+from drsl.data.synth.shifts import DEFAULT_SHIFT
 from fixtures import write_gta5
 
 SUBCOMMANDS = ["data", "train", "evaluate", "pseudo-label", "predict", "export", "report", "bench", "config", "demo"]
@@ -57,6 +58,14 @@ def test_data_synth_writes_both_layouts(tmp_path: Path) -> None:
     assert main(["data", "synth", str(out), "--num-source", "2", "--num-target-train", "2", "--num-target-val", "1", "--workers", "1"]) == 0
     assert len(list((out / "source" / "labels").glob("*.png"))) == 2
     assert len(list((out / "target" / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))) == 1
+    assert json.loads((out / "manifest.json").read_text())["shift"] == DEFAULT_SHIFT
+
+
+def test_data_synth_rejects_an_unknown_shift_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "synth", str(tmp_path / "synth"), "--shift", "bogus", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown shift preset 'bogus'" in err and "hard" in err
+    assert not (tmp_path / "synth").exists()
 
 
 def test_unknown_arguments_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

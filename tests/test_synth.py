@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_TABLE
-from drsl.data.synth import generate_benchmark
+from drsl.data.synth import generate_benchmark, render_sample
 from drsl.data.synth.catalogue import CLASS_MODES
 from drsl.data.synth.photos import PHOTO_FILES, data_folder
 
@@ -96,6 +97,8 @@ def test_workers_do_not_change_the_output(runs: dict[str, Path]) -> None:
 def test_manifest_records_differing_mode_mixes(runs: dict[str, Path]) -> None:
     manifest = json.loads((runs["a"] / "manifest.json").read_text())
     assert manifest["seed"] == 0
+    assert manifest["shift"] == "hard"
+    assert manifest["domains"]["source"]["mix"] == 0.0 and manifest["domains"]["target"]["mix"] == 1.0
     assert manifest["counts"] == {"source": 4, "target_train": 3, "target_val": 2}
     assert manifest["sizes"] == {"source": [112, 64], "target": [128, 64]}
     assert set(manifest["class_frequency"]) == {"source", "target_train", "target_val"}
@@ -113,3 +116,16 @@ def test_modes_are_distinct_and_photos_ship_with_scikit_image() -> None:
         assert len({m.paint.rgb for m in modes}) == len(modes)
     for name in PHOTO_FILES.values():
         assert (data_folder() / name).is_file()
+
+
+def test_hard_preset_renders_exactly_the_original_benchmark() -> None:
+    """Digest of nine samples' images, labels and mode maps recorded before shift presets existed.
+
+    The target images go through OpenCV blurs and Pillow's JPEG codec, so an upgrade of either that
+    changes their output changes this digest too."""
+    digest = hashlib.sha256()
+    for split, size in (("source", (112, 64)), ("target_train", (128, 64)), ("target_val", (128, 64))):
+        for index in range(3):
+            for array in render_sample(split, index, 5, size, shift="hard"):
+                digest.update(array.tobytes())
+    assert digest.hexdigest() == "4b3804422ad49bed30e55667e6d359474160cf5e9604fadd84622dadb32f964c"

@@ -20,6 +20,7 @@ from drsl.commands import bench_speed, export, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
+from drsl.data.synth.shifts import DEFAULT_SHIFT, SHIFTS
 from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError, user_error_message
 
 USER_ERRORS = (
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-target-val", type=int, default=150, help="labelled target validation images")
     synth.add_argument("--workers", type=int, default=2, help="processes rendering images")
     synth.add_argument("--overwrite", action="store_true", help="replace OUT if it is not empty")
+    synth.add_argument("--shift", default=DEFAULT_SHIFT,
+                       help=f"domain-shift preset, one of {', '.join(SHIFTS)} (default {DEFAULT_SHIFT}; docs/benchmark.md)")
     check = data_sub.add_parser("check", help="validate a dataset before a long run")
     check.add_argument("root", help="dataset root in its official layout")
     check.add_argument("--layout", required=True, choices=["gta5", "synthia", "cityscapes", "folder"],
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--out", default="runs/compare", help="folder for runs and results.{json,md}")
     compare.add_argument("--data", default="data/synth", help="generated benchmark root (made if missing)")
+    compare.add_argument("--shift", help=f"shift preset of the data ({', '.join(SHIFTS)}): generated with it if "
+                         f"missing (default {DEFAULT_SHIFT}), checked against its manifest if present")
     compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and variant")
     compare.add_argument(
         "--variants", nargs="+", metavar="VARIANT",
@@ -165,7 +170,7 @@ def _command_data(args: argparse.Namespace) -> int:
         manifest = generate_benchmark(
             args.out, seed=args.seed, num_source=args.num_source,
             num_target_train=args.num_target_train, num_target_val=args.num_target_val,
-            workers=args.workers, progress=True, overwrite=args.overwrite,
+            workers=args.workers, progress=True, overwrite=args.overwrite, shift=args.shift,
         )
         print(f"wrote the generated benchmark to {args.out} ({json.dumps(manifest.get('counts', {}))})")
         return 0
@@ -256,7 +261,7 @@ def _command_bench(args: argparse.Namespace) -> int:
     shared = Path(args.source_checkpoint) if args.source_checkpoint else None
     if shared is not None and not shared.is_file():
         raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")
-    plan = Plan(Path(args.out), Path(args.data), seeds, variants, overrides, shared)
+    plan = Plan(Path(args.out), Path(args.data), seeds, variants, overrides, shared, args.shift)
     run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
     print((Path(args.out) / "results.md").read_text())
     return 0

@@ -50,8 +50,9 @@ DEFAULT_VARIANTS = tuple(VARIANTS)
 
 @dataclass
 class Plan:
-    """What to run: variants, seeds, data, output folder, extra overrides for every run, and
-    optionally an existing source-only checkpoint to adapt from (instead of training one)."""
+    """What to run: variants, seeds, data, output folder, extra overrides for every run,
+    optionally an existing source-only checkpoint to adapt from (instead of training one), and
+    optionally the shift preset the data must have (generated with it when missing)."""
 
     out: Path
     data_root: Path
@@ -59,6 +60,7 @@ class Plan:
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     overrides: list[str] = field(default_factory=list)
     source_checkpoint: Path | None = None
+    shift: str | None = None
 
 
 def run_dir(plan: Plan, variant: str, seed: int) -> Path:
@@ -148,10 +150,11 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
-def markdown(table: dict[str, Any], command: str) -> str:
+def markdown(table: dict[str, Any], command: str, shift: str) -> str:
     """The comparison as Markdown: summary, gap closed, pseudo-label quality, per-class IoU."""
     lines = [
         f"Command: `{command}`  ",
+        f"Data: the generated benchmark, shift preset `{shift}`  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}; date {date.today().isoformat()}",
         "",
         "| method | target-val mIoU(19) mean ± std | seeds | per seed | wall time / run (s) |",
@@ -183,12 +186,27 @@ def markdown(table: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prepare_data(plan: Plan) -> str:
+    """Generate the benchmark if it is missing; return its shift preset (checked against the plan's)."""
+    from drsl.data.errors import DataError
+    from drsl.data.synth import generate_benchmark
+    from drsl.data.synth.shifts import DEFAULT_SHIFT, get_shift
+
+    if plan.shift is not None:
+        get_shift(plan.shift)
+    manifest = plan.data_root / "manifest.json"
+    if not manifest.is_file():
+        generate_benchmark(plan.data_root, seed=0, workers=2, progress=True, shift=plan.shift or DEFAULT_SHIFT)
+    shift = json.loads(manifest.read_text()).get("shift", "hard")  # manifests before presets: hard
+    if plan.shift is not None and shift != plan.shift:
+        raise DataError(f"{manifest}: the data has shift {shift!r}, not {plan.shift!r}; "
+                        "generate it again or pass another --data")
+    return str(shift)
+
+
 def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
     """Run every (variant, seed) in order (source-only first) and write the tables."""
-    from drsl.data.synth import generate_benchmark
-
-    if not (plan.data_root / "manifest.json").is_file():
-        generate_benchmark(plan.data_root, seed=0, workers=2, progress=True)
+    shift = prepare_data(plan)
     order = sorted(plan.variants, key=lambda v: v != "source_only")
     if plan.source_checkpoint is None and "source_only" not in order and any(VARIANTS[v].adapts for v in order):
         order.insert(0, "source_only")
@@ -198,6 +216,7 @@ def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
         for seed in seeds:
             records.append(run_one(plan, VARIANTS[name], seed))
     table = aggregate([r for r in records if r["variant"] in plan.variants])
-    atomic_write_json(plan.out / "results.json", {"records": records, "table": table, "command": command})
-    atomic_write_text(plan.out / "results.md", markdown(table, command))
+    atomic_write_json(plan.out / "results.json",
+                      {"records": records, "table": table, "command": command, "shift": shift})
+    atomic_write_text(plan.out / "results.md", markdown(table, command, shift))
     return table

@@ -15,7 +15,7 @@ import numpy as np
 
 from drsl.data.labels import TRAIN_ID_TO_CITYSCAPES_ID
 
-from .camera import FRONT, Camera
+from .camera import FRONT, GROUND, Camera
 from .catalogue import MODE_INDEX, Paint
 
 _SHIFT = 4  # fractional bits of the cv2 polygon coordinates
@@ -94,6 +94,10 @@ class Canvas:
     def cast_shadow(self, polygon: np.ndarray) -> None:
         """Mark a world polygon on the road plane as shadowed (used by the photographic style)."""
         cv2.fillPoly(self.shadow, [self._pixels(polygon)], 1, cv2.LINE_8, _SHIFT)
+
+    def on_road_level(self) -> np.ndarray:
+        """Bool mask (H, W) of the pixels whose region lies on the road level (where shadows fall)."""
+        return ((self.table("kind") == GROUND) & (self.table("param") == 0.0))[self.ids]
 
     def table(self, field: str) -> np.ndarray:
         """A per-region lookup array of one attribute: label, mode, instance, kind, param, shade, rgb."""

@@ -3,7 +3,8 @@
 A :class:`Paint` says how one surface looks in each domain: a flat colour with a procedural
 pattern in the simulator (source), the same colour modulated by a photo texture in the camera
 (target). A :class:`Mode` is one appearance of a class (a red car, a glass building) with its
-mixing weight in each domain; the weights differ between domains, which is the mode-mix shift.
+weight in the source mix and in the (shifted) target mix; a domain draws modes from the source
+mix, the target mix or a blend of the two (``Domain.mix``), which is the mode-mix shift.
 """
 
 from __future__ import annotations
@@ -211,21 +212,21 @@ MODE_KEYS: tuple[tuple[int, int], ...] = tuple(
 MODE_INDEX: dict[tuple[int, int], int] = {key: i for i, key in enumerate(MODE_KEYS)}
 
 
-def mode_weights(train_id: int, domain: str) -> np.ndarray:
-    """Normalised mode mix of a class in ``domain`` ("source" or "target")."""
-    weights = np.array([getattr(mode, domain) for mode in CLASS_MODES[train_id]], dtype=np.float64)
+def mode_weights(train_id: int, mix: float) -> np.ndarray:
+    """Normalised mode mix of a class: the source column blended towards the target column by ``mix``."""
+    modes = CLASS_MODES[train_id]
+    source = np.array([mode.source for mode in modes], dtype=np.float64)
+    target = np.array([mode.target for mode in modes], dtype=np.float64)
+    weights = (1.0 - mix) * source + mix * target
     return weights / weights.sum()
 
 
-def mode_mixes() -> dict[str, dict[str, dict[str, float]]]:
-    """Per class name, per domain, the mode mix (for the manifest and the docs)."""
+def mode_mixes(mixes: dict[str, float]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per class name, per domain name, the mode mix of domains with the given ``mix`` values."""
     return {
         CLASS_NAMES[train_id]: {
-            domain: {
-                mode.name: round(float(w), 4)
-                for mode, w in zip(modes, mode_weights(train_id, domain))
-            }
-            for domain in ("source", "target")
+            domain: {mode.name: round(float(w), 4) for mode, w in zip(modes, mode_weights(train_id, mix))}
+            for domain, mix in mixes.items()
         }
         for train_id, modes in CLASS_MODES.items()
     }

@@ -1,8 +1,9 @@
-"""The two domains: camera geometry, street content and rendering style of each.
+"""The two domains of the hard shift: camera geometry, street content and rendering style of each.
 
 The source ("simulator") and the target ("camera") differ in camera height, pitch (horizon),
-focal length, roll, in how far away objects stand, in what lines the street and in how many
-objects of each kind appear; the mode mixes live in :mod:`.catalogue`.
+focal length, roll, in how far away objects stand, in what lines the street, in how many
+objects of each kind appear and in their mode mix (the mixes themselves live in
+:mod:`.catalogue`). Other shifts are variations of these two (see :mod:`.shifts`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Domain:
     probabilities: dict[str, float]  # chance of the optional elements of a scene
     hood: bool  # ego-vehicle bonnet at the bottom (label id 1, as in Cityscapes)
     photographic: bool  # photo textures and camera effects instead of flat shading
+    mix: float  # mode mix: 0 the catalogue's source mix, 1 its target mix, between: a blend
+    shadows: bool  # cast shadows of buildings, cars and trees darken the road level
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary for the manifest."""
@@ -48,6 +51,8 @@ SOURCE = Domain(
                    "crossing": 0.3, "verge": 0.15},
     hood=False,
     photographic=False,
+    mix=0.0,
+    shadows=False,
 )
 
 TARGET = Domain(
@@ -64,6 +69,6 @@ TARGET = Domain(
                    "crossing": 0.45, "verge": 0.45},
     hood=True,
     photographic=True,
+    mix=1.0,
+    shadows=True,
 )
-
-DOMAINS: dict[str, Domain] = {"source": SOURCE, "target": TARGET}

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .camera import GROUND
 from .canvas import Canvas
 
 #: Global white-balance casts (RGB gains) a camera image may have.
@@ -17,12 +16,14 @@ CASTS: tuple[tuple[float, float, float], ...] = (
 )
 
 
-def illuminate(colour: np.ndarray, canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
-    """Cast shadows on the road level, a global colour cast and exposure, a gradient and vignetting."""
+def illuminate(colour: np.ndarray, canvas: Canvas, rng: np.random.Generator, shadows: bool = True) -> np.ndarray:
+    """Cast shadows on the road level (if ``shadows``), a global colour cast and exposure, a gradient
+    and vignetting."""
     h, w = colour.shape[:2]
-    on_road = ((canvas.table("kind") == GROUND) & (canvas.table("param") == 0.0))[canvas.ids]
-    shadow = cv2.GaussianBlur(canvas.shadow.astype(np.float32), (0, 0), 0.8) * on_road
-    light = 1.0 - rng.uniform(0.35, 0.6) * shadow
+    strength = rng.uniform(0.35, 0.6)
+    light = np.ones((h, w), dtype=np.float32)
+    if shadows:
+        light -= strength * cv2.GaussianBlur(canvas.shadow.astype(np.float32), (0, 0), 0.8) * canvas.on_road_level()
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = (cols - w / 2) / w, (rows - h / 2) / h
     angle = rng.uniform(0.0, 2.0 * np.pi)

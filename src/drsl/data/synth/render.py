@@ -32,19 +32,27 @@ def _planes(canvas: Canvas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(a.ravel() for a in canvas.camera.plane_coords(kind, param))  # type: ignore[return-value]
 
 
-def render_flat(canvas: Canvas) -> np.ndarray:
-    """Simulator style: solid colour per paint, flat face shading, procedural patterns, hard edges."""
+#: Brightness of the road level inside a cast shadow in the simulator style.
+FLAT_SHADOW = 0.55
+
+
+def render_flat(canvas: Canvas, shadows: bool = False) -> np.ndarray:
+    """Simulator style: solid colour per paint, flat face shading, procedural patterns, hard edges;
+    with ``shadows``, hard-edged cast shadows on the road level."""
     colour = (canvas.table("rgb") * canvas.table("shade")[:, None].astype(np.float32))[canvas.ids]
     flat = colour.reshape(-1, 3)
     s, t, footprint = _planes(canvas)
     for paint, idx in _groups(canvas):
         if paint.pattern != "plain":
             flat[idx] *= pattern_factor(paint.pattern, paint.period, s[idx], t[idx], footprint[idx])[:, None]
+    if shadows:
+        colour[(canvas.shadow > 0) & canvas.on_road_level()] *= FLAT_SHADOW
     return np.clip(np.round(colour), 0, 255).astype(np.uint8)
 
 
-def render_photo(canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
-    """Camera style: photo-textured surfaces, per-object colour variation, light, then the camera."""
+def render_photo(canvas: Canvas, rng: np.random.Generator, shadows: bool = True) -> np.ndarray:
+    """Camera style: photo-textured surfaces, per-object colour variation, light (with cast shadows
+    if ``shadows``), then the camera."""
     n_regions = len(canvas.regions)
     instances = canvas.table("instance")
     count = int(instances.max()) + 1
@@ -60,5 +68,5 @@ def render_photo(canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
     for paint, idx in _groups(canvas):
         texture = sample(paint.photo, s[idx] / paint.texel, -t[idx] / paint.texel, footprint[idx] / paint.texel)
         flat[idx] *= np.clip(1.0 + paint.contrast * texture, 0.25, 2.0)[:, None]
-    lit = illuminate(colour, canvas, rng)
+    lit = illuminate(colour, canvas, rng, shadows)
     return camera_effects(lit, rng)

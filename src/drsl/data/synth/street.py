@@ -27,13 +27,13 @@ HAZE = 5000.0  # metres: depth of the horizon haze band
 
 def pick(rng: np.random.Generator, train_id: int, domain: Domain) -> int:
     """Draw a mode index of class ``train_id`` from the mix of ``domain``."""
-    cumulative = _cumulative_mix(train_id, domain.name)
+    cumulative = _cumulative_mix(train_id, domain.mix)
     return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
 
 
 @cache
-def _cumulative_mix(train_id: int, domain: str) -> np.ndarray:
-    return np.cumsum(mode_weights(train_id, domain))
+def _cumulative_mix(train_id: int, mix: float) -> np.ndarray:
+    return np.cumsum(mode_weights(train_id, mix))
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from drsl.engine.logging import progress as progress_bar
 from drsl.fileio import atomic_write_json, atomic_write_png, require_free_folder, staged_folder
 
 from .catalogue import CLASS_MODES, MODE_KEYS, mode_mixes
-from .domains import DOMAINS
 from .render import render_flat, render_photo
 from .scene import compose
+from .shifts import DEFAULT_SHIFT, Shift, get_shift
 
 GENERATOR_VERSION = 1
 CITY = "synthcity"
-#: split name -> (domain, random-stream code, Cityscapes split folder or None for the GTA5 layout)
+#: split name -> (domain role, random-stream code, Cityscapes split folder or None for the GTA5 layout)
 SPLITS: dict[str, tuple[str, int, str | None]] = {
     "source": ("source", 0, None),
     "target_train": ("target", 1, "train"),
@@ -48,14 +48,17 @@ def sample_paths(out: str | Path, split: str, index: int) -> tuple[Path, Path]:
             out / "target" / "gtFine" / folder / CITY / f"{stem}_gtFine_labelIds.png")
 
 
-def render_sample(split: str, index: int, seed: int,
-                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_sample(split: str, index: int, seed: int, size: tuple[int, int],
+                  shift: str = DEFAULT_SHIFT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(RGB image, Cityscapes label ids, per-pixel global mode index or -1) of one sample."""
-    domain_name, code, _ = SPLITS[split]
-    domain = DOMAINS[domain_name]
+    role, code, _ = SPLITS[split]
+    domain = get_shift(shift).domain(role)
     rng = np.random.default_rng([seed, code, index])
     canvas = compose(rng, domain, size[0], size[1])
-    image = render_photo(canvas, rng) if domain.photographic else render_flat(canvas)
+    if domain.photographic:
+        image = render_photo(canvas, rng, domain.shadows)
+    else:
+        image = render_flat(canvas, domain.shadows)
     return image, canvas.label_map(), canvas.table("mode")[canvas.ids]
 
 
@@ -66,11 +69,12 @@ class _Job:
     index: int
     seed: int
     size: tuple[int, int]
+    shift: str
 
 
 def _write(job: _Job) -> tuple[np.ndarray, np.ndarray]:
     """Write one sample; returns its per-class and per-mode pixel counts."""
-    image, labels, modes = render_sample(job.split, job.index, job.seed, job.size)
+    image, labels, modes = render_sample(job.split, job.index, job.seed, job.size, job.shift)
     image_path, label_path = sample_paths(job.out, job.split, job.index)
     atomic_write_png(image_path, image)
     atomic_write_png(label_path, labels)
@@ -120,6 +124,7 @@ def generate_benchmark(
     workers: int = 1,
     progress: bool = False,
     overwrite: bool = False,
+    shift: str = DEFAULT_SHIFT,
 ) -> dict[str, Any]:
     """Generate the street-scene benchmark under ``out`` and return its manifest.
 
@@ -128,23 +133,25 @@ def generate_benchmark(
 
     Source: ``out/source/{images,labels}/NNNNN.png`` (GTA5 layout). Target:
     ``out/target/{leftImg8bit,gtFine}/{train,val}/synthcity/...`` (Cityscapes layout). Labels are
-    uint8 Cityscapes label ids. Sizes are (width, height). Same seed, same bytes, any ``workers``.
+    uint8 Cityscapes label ids. Sizes are (width, height). ``shift`` names the preset the two
+    domains come from (:data:`.shifts.SHIFTS`). Same seed and shift, same bytes, any ``workers``.
     """
+    preset = get_shift(shift)
     require_free_folder(out, overwrite)
     with staged_folder(out) as staging:
         manifest = _generate(staging, seed, num_source, num_target_train, num_target_val,
-                             source_size, target_size, workers, progress)
+                             source_size, target_size, workers, progress, preset)
     return manifest
 
 
 def _generate(
     out: Path, seed: int, num_source: int, num_target_train: int, num_target_val: int,
-    source_size: tuple[int, int], target_size: tuple[int, int], workers: int, progress: bool,
+    source_size: tuple[int, int], target_size: tuple[int, int], workers: int, progress: bool, preset: Shift,
 ) -> dict[str, Any]:
     """Write every sample and the manifest under ``out``; returns the manifest."""
     counts = {"source": num_source, "target_train": num_target_train, "target_val": num_target_val}
     sizes = {"source": tuple(source_size), "target": tuple(target_size)}
-    jobs = [_Job(str(out), split, i, seed, sizes[SPLITS[split][0]]) for split, n in counts.items() for i in range(n)]
+    jobs = [_Job(str(out), split, i, seed, sizes[SPLITS[split][0]], preset.name) for split, n in counts.items() for i in range(n)]
     if workers > 1 and len(jobs) > 1:
         with _opencv_sequential(), ProcessPoolExecutor(workers, mp_context=_context()) as pool:
             results = pool.map(_write, jobs, chunksize=max(1, min(8, len(jobs) // (4 * workers))))
@@ -160,12 +167,14 @@ def _generate(
         "generator": "drsl.data.synth",
         "version": GENERATOR_VERSION,
         "seed": seed,
+        "shift": preset.name,
+        "shift_summary": preset.summary,
         "sizes": {domain: list(size) for domain, size in sizes.items()},
         "counts": counts,
         "layouts": {"source": "gta5", "target": "cityscapes", "city": CITY},
         "label_format": "uint8 Cityscapes label ids (0 unlabelled, 1 ego vehicle)",
-        "mode_mix": mode_mixes(),
-        "domains": {name: domain.describe() for name, domain in DOMAINS.items()},
+        "mode_mix": mode_mixes({"source": preset.source.mix, "target": preset.target.mix}),
+        "domains": {role: preset.domain(role).describe() for role in ("source", "target")},
         "class_frequency": {split: _class_frequency(c) for split, c in class_counts.items()},
         "mode_share": {split: _mode_share(c) for split, c in mode_counts.items()},
     }
