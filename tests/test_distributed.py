@@ -7,20 +7,13 @@ Exact equality of the weights needs the same normalisation of every quantity ove
 - BatchNorm: per-process batch statistics differ from whole-batch ones. SyncBatchNorm fixes that on
   CUDA but has no CPU kernel, so these tests freeze BatchNorm (``model.freeze_bn=true``) and show
   separately that unfrozen, unsynchronised BatchNorm does change the result.
-- The loss is a mean over each process's valid pixels and DDP averages the gradients, which equals
-  the global mean only when every process holds the same number of valid pixels. The data here has
-  no ignored pixels (valid label ids, crops inside the image) so that holds.
+- The losses are means over the valid pixels of all processes (engine.distributed.global_mean);
+  tests/test_ddp_regularizer.py checks processes with very different valid-pixel counts. The data
+  here has no ignored pixels, so gradient accumulation (a mean per micro-batch) is exact too.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -35,10 +28,11 @@ from drsl.engine.logging import RunLogger
 from drsl.engine.trainer import Trainer
 from drsl.training import build_module, run_training
 from fixtures import run_weights
+from processes import launch
 
 SIZE = (48, 64)
 ATOL = 1e-5
-WORKER = """
+CLI_WORKER = """
 import json, sys
 import torch
 torch.set_num_threads(1)
@@ -80,57 +74,6 @@ def max_difference(a: Path, b: Path) -> float:
     return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa if wa[k].numel())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(jobs: list[list[str]], world_size: int = 2, timeout: float = 180) -> None:
-    """Run the CLI commands ``jobs`` in ``world_size`` processes with torchrun's environment.
-
-    If one process fails the others (blocked in a collective) are killed; stderr goes to files so
-    that no process can block on a full pipe.
-    """
-    port = free_port()
-    logs = tempfile.TemporaryDirectory(prefix="drsl_ddp_logs_")
-    processes, files = [], []
-    for rank in range(world_size):
-        env = {
-            **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        if sys.platform.startswith("linux"):
-            env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # containers whose hostname does not resolve
-        files.append(open(Path(logs.name) / f"rank{rank}.log", "w+b"))
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, json.dumps(jobs)], env=env,
-            stdout=subprocess.DEVNULL, stderr=files[-1],
-        ))
-    deadline = time.monotonic() + timeout
-    try:
-        while any(p.poll() is None for p in processes):
-            failed = any(p.poll() not in (None, 0) for p in processes)
-            if failed or time.monotonic() > deadline:
-                for p in processes:
-                    p.kill()
-                break
-            time.sleep(0.05)
-        for p in processes:
-            p.wait()
-        errors = []
-        for rank, (p, log) in enumerate(zip(processes, files)):
-            if p.returncode:
-                log.seek(0)
-                errors.append(f"rank {rank} exited {p.returncode}:\n{log.read().decode(errors='replace')[-3000:]}")
-        assert not errors, "\n".join(errors)
-    finally:
-        for log in files:
-            log.close()
-        logs.cleanup()
-
-
 @pytest.fixture(scope="module")
 def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Single-process references, then the same runs (and a pseudo-label pass) on 2 processes."""
@@ -144,7 +87,7 @@ def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         run_training(load_config(resolve_config_path("synth/source_only"), overrides(data_root, base / name, *extra)), device="cpu")
     checkpoint = base / "frozen" / "checkpoints" / "latest.pt"
     pseudo_label_checkpoint(checkpoint, base / "pl_single", 0.4, device="cpu")
-    launch([
+    launch(CLI_WORKER, [
         train_argv(data_root, base / "ddp_frozen", "model.freeze_bn=true", "train.checkpoint_every=1"),
         train_argv(data_root, base / "ddp_frozen_accum", "model.freeze_bn=true", "train.grad_accum=2"),
         train_argv(data_root, base / "ddp_batchnorm"),

@@ -47,10 +47,17 @@ def hand_assign(epsilon: float) -> float:
 
 def test_mmdl_terms_match_hand_computation() -> None:
     logits = mode_logits(torch.tensor(Z), torch.tensor(MEANS), KAPPA)
-    nll, assign, q = mmdl_terms(logits, torch.tensor(LABELS), KAPPA, 0, 0.5)
-    assert nll.item() == pytest.approx(hand_nll(), rel=1e-5)
-    assert assign.item() == pytest.approx(hand_assign(0.5), rel=1e-5)
+    valid = torch.ones(3, dtype=torch.bool)
+    nll, assign, q = mmdl_terms(logits, torch.tensor(LABELS), valid, KAPPA, 0, 0.5)
+    assert nll.mean().item() == pytest.approx(hand_nll(), rel=1e-5)
+    assert assign.mean().item() == pytest.approx(hand_assign(0.5), rel=1e-5)
     assert torch.allclose(q.sum(1), torch.ones(3))
+    # An unlabelled pixel adds nothing and changes nothing for the others.
+    more = torch.cat([logits, logits[:1]])
+    nll4, assign4, _ = mmdl_terms(more, torch.tensor([*LABELS, 1]), torch.tensor([True] * 3 + [False]), KAPPA, 3, 0.5)
+    nll3, assign3, _ = mmdl_terms(logits, torch.tensor(LABELS), valid, KAPPA, 3, 0.5)
+    assert nll4[3] == 0 and assign4[3] == 0
+    assert torch.allclose(nll4[:3], nll3) and torch.allclose(assign4[:3], assign3)
 
 
 def test_sinkhorn_balances_skewed_scores_within_each_group() -> None:

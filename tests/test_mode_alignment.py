@@ -22,29 +22,43 @@ def _keys(counts: list[int], gen: torch.Generator) -> torch.Tensor:
 def _sample(gen: torch.Generator, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, ModeSample]:
     src = _keys([50, 3, 10, 0, 7, 40], gen)
     tgt = _keys([9, 20, 2, 6, 0, 40], gen)
-    return src, tgt, sample_pairs(src, tgt, NUM_KEYS, 4, 8, torch.Generator().manual_seed(seed))
+    valid = lambda keys: torch.ones_like(keys, dtype=torch.bool)  # noqa: E731
+    sample = sample_pairs(src, valid(src), tgt, valid(tgt), NUM_KEYS, 4, 8, torch.Generator().manual_seed(seed))
+    return src, tgt, sample
+
+
+def _mean_loss(*args: object) -> torch.Tensor:
+    total, count = sma_loss(*args)  # type: ignore[arg-type]
+    return total / count.clamp_min(1)
 
 
 def test_samples_stay_within_their_class_and_mode() -> None:
     src, tgt, sample = _sample(torch.Generator().manual_seed(0))
-    assert sample.aligned.tolist() == [0, 5]  # key 1: 3 source px, key 2: 2 target px, 3/4 absent
-    assert torch.equal(src[sample.src_index], sample.src_key)
-    assert torch.equal(tgt[sample.tgt_index], sample.tgt_key)
-    assert set(sample.tgt_key.tolist()) == {0, 5}
-    assert set(sample.src_key.tolist()) == {0, 2, 4, 5}  # every key with >= 4 source pixels
-    for index, key in ((sample.src_index, sample.src_key), (sample.tgt_index, sample.tgt_key)):
-        assert len(set(index.tolist())) == len(index)  # without replacement
-        assert torch.bincount(key, minlength=NUM_KEYS).max() <= 8
-    assert torch.bincount(sample.src_key, minlength=NUM_KEYS).tolist() == [8, 0, 8, 0, 7, 8]
+    # key 1: 3 source px, key 2: 2 target px, 3/4 absent
+    assert sample.aligned.nonzero()[:, 0].tolist() == [0, 5]
+    assert torch.equal(sample.src_key, src) and torch.equal(sample.tgt_key, tgt)
+    assert set(tgt[sample.tgt_drawn].tolist()) == {0, 5}
+    assert set(src[sample.src_drawn].tolist()) == {0, 2, 4, 5}  # every key with >= 4 source pixels
+    assert torch.bincount(tgt[sample.tgt_drawn], minlength=NUM_KEYS).tolist() == [8, 0, 0, 0, 0, 8]
+    assert torch.bincount(src[sample.src_drawn], minlength=NUM_KEYS).tolist() == [8, 0, 8, 0, 7, 8]
+
+
+def test_unlabelled_pixels_are_never_drawn_nor_counted() -> None:
+    keys = torch.tensor([0] * 6 + [1] * 6)
+    valid = torch.tensor([True] * 3 + [False] * 3 + [True] * 6)
+    sample = sample_pairs(keys, valid, keys, valid, 2, 4, 8, torch.Generator().manual_seed(0))
+    assert sample.aligned.tolist() == [False, True]  # key 0 has only 3 labelled pixels
+    assert not (sample.src_drawn & ~valid).any() and not (sample.tgt_drawn & ~valid).any()
+    assert sample.tgt_drawn.tolist() == [False] * 6 + [True] * 6
 
 
 def test_sampling_is_random_and_replayable() -> None:
     src, tgt, first = _sample(torch.Generator().manual_seed(0), seed=0)
     _, _, same = _sample(torch.Generator().manual_seed(0), seed=0)
     _, _, other = _sample(torch.Generator().manual_seed(0), seed=1)
-    assert torch.equal(first.src_index, same.src_index)
-    assert torch.equal(first.tgt_index, same.tgt_index)
-    assert not torch.equal(first.src_index, other.src_index)
+    assert torch.equal(first.src_drawn, same.src_drawn)
+    assert torch.equal(first.tgt_drawn, same.tgt_drawn)
+    assert not torch.equal(first.src_drawn, other.src_drawn)
 
 
 def _vectors(n: int, seed: int) -> torch.Tensor:
@@ -57,8 +71,9 @@ def test_zero_when_target_equals_source(distance: str) -> None:
     src_keys, tgt_keys = _keys([10, 10, 6, 0, 0, 9], gen), _keys([7, 12, 5, 0, 0, 4], gen)
     points = _vectors(NUM_KEYS, 3)  # one point per key: identical source and target points
     src, tgt = points[src_keys], points[tgt_keys].requires_grad_()
-    sample = sample_pairs(src_keys, tgt_keys, NUM_KEYS, 4, 8, gen)
-    loss = sma_loss(src, tgt, sample, NUM_KEYS, distance, True, 0.0)
+    every = lambda keys: torch.ones_like(keys, dtype=torch.bool)  # noqa: E731
+    sample = sample_pairs(src_keys, every(src_keys), tgt_keys, every(tgt_keys), NUM_KEYS, 4, 8, gen)
+    loss = _mean_loss(src, tgt, sample, NUM_KEYS, distance, True, 0.0)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -67,16 +82,16 @@ def test_loss_matches_brute_force(distance: str) -> None:
     src_keys, tgt_keys, sample = _sample(torch.Generator().manual_seed(0))
     src, tgt = _vectors(len(src_keys), 1), _vectors(len(tgt_keys), 2)
     per_key = []
-    for key in sample.aligned.tolist():
-        s = src[sample.src_index[sample.src_key == key]]
-        t = tgt[sample.tgt_index[sample.tgt_key == key]]
+    for key in sample.aligned.nonzero()[:, 0].tolist():
+        s = src[sample.src_drawn & (src_keys == key)]
+        t = tgt[sample.tgt_drawn & (tgt_keys == key)]
         if distance == "centroid_cosine":
             centre = s.mean(0) / s.mean(0).norm()
             per_key.append((1 - t @ centre).mean())
         else:
             per_key.append(torch.cdist(t, s).pow(2).mean())
     expected = torch.stack(per_key).mean()
-    loss = sma_loss(src, tgt, sample, NUM_KEYS, distance, True, 0.0)
+    loss = _mean_loss(src, tgt, sample, NUM_KEYS, distance, True, 0.0)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -87,20 +102,20 @@ def test_margin_pushes_only_violating_target_pixels() -> None:
     near = torch.tensor([[1.0, 0.0]] * 4)
     ambiguous = F.normalize(torch.tensor([[1.0, 0.9]] * 4), dim=1)
     tgt_keys = torch.zeros(4, dtype=torch.long)
-    sample = sample_pairs(src_keys, tgt_keys, 2, 4, 8, torch.Generator())
+    sample = sample_pairs(src_keys, src_keys >= 0, tgt_keys, tgt_keys >= 0, 2, 4, 8, torch.Generator())
     violation = 0.5 - (1.0 - 0.9) / 1.81**0.5  # other cos - (own cos - margin)
     for tgt, extra in ((near, 0.0), (ambiguous, violation)):
-        pull = sma_loss(src, tgt, sample, 2, "centroid_cosine", True, 0.0)
-        pushed = sma_loss(src, tgt, sample, 2, "centroid_cosine", True, 0.5)
+        pull = _mean_loss(src, tgt, sample, 2, "centroid_cosine", True, 0.0)
+        pushed = _mean_loss(src, tgt, sample, 2, "centroid_cosine", True, 0.5)
         assert (pushed - pull).item() == pytest.approx(extra, abs=1e-5)
 
 
 def test_no_aligned_mode_gives_connected_zero() -> None:
     src_keys, tgt_keys = torch.tensor([0, 0, 0, 0]), torch.tensor([1, 1, 1, 1])
     tgt = _vectors(4, 0).requires_grad_()
-    sample = sample_pairs(src_keys, tgt_keys, 2, 4, 8, torch.Generator())
-    loss = sma_loss(_vectors(4, 1), tgt, sample, 2, "centroid_cosine", True, 0.0)
-    assert len(sample.aligned) == 0 and loss.item() == 0.0
+    sample = sample_pairs(src_keys, src_keys >= 0, tgt_keys, tgt_keys >= 0, 2, 4, 8, torch.Generator())
+    loss, count = sma_loss(_vectors(4, 1), tgt, sample, 2, "centroid_cosine", True, 0.0)
+    assert count.item() == 0 and loss.item() == 0.0
     loss.backward()
     assert torch.equal(tgt.grad, torch.zeros_like(tgt))
 
@@ -110,7 +125,7 @@ def test_detach_source_blocks_source_gradient(detach: bool) -> None:
     src_keys, tgt_keys, sample = _sample(torch.Generator().manual_seed(0))
     src = _vectors(len(src_keys), 1).requires_grad_()
     tgt = _vectors(len(tgt_keys), 2).requires_grad_()
-    sma_loss(src, tgt, sample, NUM_KEYS, "centroid_cosine", detach, 0.0).backward()
+    _mean_loss(src, tgt, sample, NUM_KEYS, "centroid_cosine", detach, 0.0).backward()
     assert tgt.grad.abs().sum() > 0
     assert (src.grad is None) == detach
 

@@ -18,6 +18,7 @@ from drsl.adaptation.posterior import fused_probabilities
 from drsl.adaptation.pseudo_labels import select_class_balanced
 from drsl.config import Config, OptimConfig
 from drsl.data.labels import IGNORE_INDEX
+from drsl.engine.distributed import global_mean
 from drsl.engine.trainer import StepOutput
 from drsl.models.segmentor import Segmentor
 
@@ -25,13 +26,13 @@ from drsl.models.segmentor import Segmentor
 def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Pixel cross-entropy at label resolution (logits upsampled bilinearly), ignoring 255.
 
-    Returns a graph-connected zero when every pixel is ignored.
+    A mean over the valid pixels of every process (:func:`global_mean`): under DDP each pixel
+    weighs the same whichever process holds it, and a process without valid pixels adds a
+    graph-connected zero. No host synchronisation.
     """
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    valid = labels != IGNORE_INDEX
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return global_mean(total, (labels != IGNORE_INDEX).sum())
 
 
 def to_float_images(images: Tensor) -> Tensor:
@@ -103,7 +104,7 @@ class SelfTrainingModule(nn.Module):
         if not self.uses_target:
             output = self.segmentor(source_images)
             loss = segmentation_loss(output.logits, source["label"])
-            return StepOutput(loss, {"loss_source": loss.item()})
+            return StepOutput(loss, {"loss_source": loss.detach()})
 
         target = batch["target"]
         target_images = to_float_images(target["image"])
@@ -119,16 +120,16 @@ class SelfTrainingModule(nn.Module):
         loss_source = segmentation_loss(output.logits[:n], source["label"])
         loss_target = segmentation_loss(output.logits[n:], target_labels)
         loss = loss_source + self.adapt.lambda_target * loss_target
-        logs = {
-            "loss_source": loss_source.item(),
-            "loss_target": loss_target.item(),
-            "pseudo_coverage": (target_labels != IGNORE_INDEX).float().mean().item(),
+        logs: dict[str, Tensor | float] = {
+            "loss_source": loss_source.detach(),
+            "loss_target": loss_target.detach(),
+            "pseudo_coverage": (target_labels != IGNORE_INDEX).float().mean(),
         }
         if self.regularizer is not None:
             reg_loss, reg_logs = self.regularizer(
                 output.features[:n], source["label"], output.features[n:], target_labels, step=iteration
             )
             loss = loss + reg_loss
-            logs.update({f"drsl/{k}": float(v) for k, v in reg_logs.items()})
-        logs["loss"] = loss.item()
+            logs.update({f"drsl/{k}": v for k, v in reg_logs.items()})
+        logs["loss"] = loss.detach()
         return StepOutput(loss, logs)

@@ -64,6 +64,23 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """This process's share of a mean over every process: ``total * world_size / sum(count)``.
+
+    ``total`` is a local sum of per-item losses, ``count`` the local number of items. DDP averages
+    gradients over processes, so it turns these shares into the gradient of the global mean, with
+    every item weighted alike however the items are spread (a process without any contributes a
+    graph-connected zero). One process: ``total / count`` (0 without items). The count is summed
+    on the device (no host synchronisation).
+    """
+    count = count.detach().to(torch.float32)
+    world_size = 1
+    if dist.is_available() and dist.is_initialized():
+        count = all_reduce_sum(count.clone())
+        world_size = dist.get_world_size()
+    return total * world_size / count.clamp_min(1.0)
+
+
 def shutdown() -> None:
     """Leave the process group if one was joined."""
     if dist.is_available() and dist.is_initialized():

@@ -32,10 +32,71 @@ from drsl.models.weights import load_matching
 
 
 class StepOutput(NamedTuple):
-    """What a training module's forward returns: the loss to minimise and scalars to log."""
+    """What a training module's forward returns: the loss to minimise and scalars to log.
+
+    Logged values are 0-d tensors (left on the device: the trainer reads them every
+    ``train.log_every`` steps) or Python numbers.
+    """
 
     loss: Tensor
-    logs: dict[str, float]
+    logs: dict[str, Tensor | float]
+
+
+class LogWindow:
+    """The logged scalars summed on the device over the steps since the last read, and the first
+    iteration whose loss was not finite with its terms; read from the device only when asked."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.sums: Tensor | None = None
+        self.numbers: dict[str, float] = {}
+        self.steps = 0
+        self.first_bad: Tensor | None = None
+        self.bad_terms: Tensor | None = None
+
+    def add(self, loss: Tensor, logs: dict[str, Tensor | float], iteration: int, weight: float = 1.0) -> None:
+        """Add one (micro-)batch's logs, weighted; remember ``iteration`` if its loss is not finite."""
+        tensors = {k: v for k, v in logs.items() if isinstance(v, Tensor)}
+        if not self.keys:
+            self.keys = list(tensors)
+        values = torch.stack([tensors[k].detach().float() for k in self.keys] + [loss.detach().float()])
+        self.sums = values * weight if self.sums is None else self.sums + values * weight
+        for key, value in logs.items():
+            if not isinstance(value, Tensor):
+                self.numbers[key] = self.numbers.get(key, 0.0) + float(value) * weight
+        bad = ~torch.isfinite(values[-1])
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=values.device)
+            self.bad_terms = values
+        first = bad & (self.first_bad < 0)
+        self.first_bad = torch.where(first, iteration, self.first_bad)
+        self.bad_terms = torch.where(first, values, self.bad_terms)
+
+    def end_step(self) -> None:
+        """Count one optimiser step."""
+        self.steps += 1
+
+    def check(self) -> None:
+        """Raise NonFiniteLossError naming the first iteration with a non-finite loss and its
+        terms (reads one number from the device)."""
+        if self.first_bad is None or int(self.first_bad) < 0:
+            return
+        assert self.bad_terms is not None
+        values = self.bad_terms.tolist()
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.keys, values))
+        raise NonFiniteLossError(
+            f"non-finite loss {values[-1]} at iteration {int(self.first_bad)} ({terms}); "
+            "lower the learning rate, check the labels, or use amp=bf16 instead of fp16"
+        )
+
+    def read(self) -> dict[str, float]:
+        """Means over the window's steps (read from the device at once), then a new window."""
+        self.check()
+        means = {k: v / max(self.steps, 1) for k, v in self.numbers.items()}
+        if self.sums is not None and self.steps:
+            means.update(zip(self.keys, (self.sums[:-1] / self.steps).tolist()))
+        self.sums, self.numbers, self.steps = None, {}, 0
+        return means
 
 
 def conv_settings(train: TrainConfig, device: torch.device) -> tuple[bool, bool]:
@@ -136,6 +197,8 @@ class Trainer:
         self.checkpoint_dir = Path(config.work_dir) / "checkpoints"
         #: Called with the iteration after every step (e.g. training panels); must not train.
         self.step_hooks: list[Callable[[int], None]] = []
+        #: The logs of the steps since the last log line (see :meth:`fit`).
+        self.window = LogWindow()
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -191,9 +254,9 @@ class Trainer:
         return state.get("metrics_records")
 
     # ----------------------------------------------------------------------------- loop
-    def _forward_backward(self, batch: Any) -> dict[str, float]:
+    def _forward_backward(self, batch: Any) -> dict[str, Tensor | float]:
         parts = self.config.train.grad_accum
-        logs: dict[str, float] = {}
+        logs: dict[str, Tensor | float] = {}
         for index, micro in enumerate(split_batch(batch, parts)):
             last = index == parts - 1
             # Gradients are all-reduced only on the last micro-batch. One no_sync() context spans
@@ -204,19 +267,17 @@ class Trainer:
                     enabled=self.amp_dtype is not None,
                 ):
                     output: StepOutput = self.model(micro, self.iteration)
-                if not torch.isfinite(output.loss):
-                    terms = ", ".join(f"{k}={v:.4g}" for k, v in output.logs.items())
-                    raise NonFiniteLossError(
-                        f"non-finite loss {output.loss.item()} at iteration {self.iteration} ({terms}); "
-                        "lower the learning rate, check the labels, or use amp=bf16 instead of fp16"
-                    )
                 self.scaler.scale(output.loss / parts).backward()
+            # Finiteness is checked when the window is read, not here: that would wait for the GPU.
+            self.window.add(output.loss, output.logs, self.iteration, 1.0 / parts)
             for key, value in output.logs.items():
                 logs[key] = logs.get(key, 0.0) + value / parts
+        self.window.end_step()
         return logs
 
-    def step(self, batch: Any) -> dict[str, float]:
-        """One optimiser step on one (global) batch; returns the averaged logs."""
+    def step(self, batch: Any) -> dict[str, Tensor | float]:
+        """One optimiser step on one (global) batch; returns its logs (micro-batches averaged),
+        left on the device: reading them waits for the step to finish."""
         self.model.train()
         batch = move_to(batch, self.dist.device, self.channels_last)
         logs = self._forward_backward(batch)
@@ -234,33 +295,44 @@ class Trainer:
         after_step: Callable[[int], None] | None = None,
         description: str = "train",
     ) -> None:
-        """Train until ``self.iteration == until``, logging, evaluating and checkpointing."""
+        """Train until ``self.iteration == until``, logging, evaluating and checkpointing.
+
+        Logged scalars are means over the ``train.log_every`` steps before each log line; they
+        (and the finiteness of the loss) are read from the device only then, and before every
+        evaluation, checkpoint and the end, so the steps in between never wait for the device.
+        """
         train = self.config.train
         self.logger.start_progress(until, self.iteration, description)
         tick, tick_iteration = time.perf_counter(), self.iteration
+        self.window = LogWindow()
         while self.iteration < until:
-            logs = self.step(next(batches))
+            self.step(next(batches))
             if after_step is not None:
                 after_step(self.iteration)
             for hook in self.step_hooks:
                 hook(self.iteration)
-            self.logger.advance(logs)
+            means = None
             if train.log_every and self.iteration % train.log_every == 0:
+                means = self.window.read()
                 elapsed = time.perf_counter() - tick
                 # A window that began with this fit() (resume, new round) is shorter than log_every.
                 steps = self.iteration - tick_iteration
                 tick, tick_iteration = time.perf_counter(), self.iteration
                 self.logger.scalars(
                     self.iteration,
-                    {**logs, "lr": self.optimizer.param_groups[0]["lr"],
-                     "seconds_per_iter": elapsed / steps},
+                    {**means, "lr": self.optimizer.param_groups[0]["lr"], "seconds_per_iter": elapsed / steps},
                     prefix="train/",
                 )
+            self.logger.advance(means)
             # The final evaluation (with its own log record) is the host's, after the last step.
             final = self.iteration == train.iterations
-            if self.evaluate is not None and train.eval_every and self.iteration % train.eval_every == 0 and not final:
+            evaluate = self.evaluate is not None and train.eval_every and self.iteration % train.eval_every == 0 and not final
+            save = train.checkpoint_every and self.iteration % train.checkpoint_every == 0
+            if evaluate or save or self.iteration == until:
+                self.window.check()  # never evaluate or save weights after a non-finite loss
+            if evaluate:
                 self.run_evaluation()
-            if train.checkpoint_every and self.iteration % train.checkpoint_every == 0:
+            if save:
                 self.save()
         self.logger.close_progress()
 

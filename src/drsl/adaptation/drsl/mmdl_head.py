@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from drsl.adaptation.drsl.keys import count_keys
 from drsl.adaptation.drsl.sinkhorn import balanced_assignment
 from drsl.config import DRSLConfig
+from drsl.engine.distributed import all_reduce_sum
 
 
 def mode_logits(z: Tensor, means: Tensor, kappa: float) -> Tensor:
@@ -27,22 +29,24 @@ def mode_logits(z: Tensor, means: Tensor, kappa: float) -> Tensor:
 
 
 def mmdl_terms(
-    logits: Tensor, labels: Tensor, kappa: float, sinkhorn_iters: int, sinkhorn_epsilon: float
+    logits: Tensor, labels: Tensor, valid: Tensor, kappa: float, sinkhorn_iters: int, sinkhorn_epsilon: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The two MMDL loss terms for labelled pixels, and the balanced mode assignment.
+    """The two MMDL loss terms per pixel, and the balanced mode assignment.
 
-    ``logits`` (N, C, K) from :func:`mode_logits`, ``labels`` (N,) valid class ids, N > 0.
-    Returns ``(nll, assign, q)``: the mean of ``-log p(y | z)``; the mean cross-entropy between
-    ``p(k | z, y)`` and ``q``; and ``q`` (N, K), the Sinkhorn assignment of each class's pixels
-    to its modes (balanced within the class, computed on the detached scores ``mu[y] . z``).
+    ``logits`` (N, C, K) from :func:`mode_logits`, ``labels`` (N,) class ids (any id where not
+    ``valid``), ``valid`` (N,) the labelled pixels. Returns ``(nll, assign, q)``: ``-log p(y | z)``
+    and the cross-entropy between ``p(k | z, y)`` and ``q``, each (N,) and zero where not valid;
+    and ``q`` (N, K), the Sinkhorn assignment of each class's labelled pixels to its modes
+    (balanced within the class, computed on the detached scores ``mu[y] . z``). The shapes never
+    depend on the labels, so nothing waits for the device.
     """
-    nll = F.cross_entropy(logits.logsumexp(2), labels)
-    own = logits[torch.arange(len(labels), device=labels.device), labels]
-    q = balanced_assignment(
-        own.detach() / kappa, labels, logits.shape[1], sinkhorn_iters, sinkhorn_epsilon
-    )
-    assign = -(q * own.log_softmax(1)).sum(1).mean()
-    return nll, assign, q
+    num_classes = logits.shape[1]
+    nll = F.cross_entropy(logits.logsumexp(2), labels, reduction="none")
+    own = logits.gather(1, labels.view(-1, 1, 1).expand(-1, 1, logits.shape[2]))[:, 0]
+    groups = torch.where(valid, labels, num_classes)  # unlabelled pixels: a group of their own
+    q = balanced_assignment(own.detach() / kappa, groups, num_classes + 1, sinkhorn_iters, sinkhorn_epsilon)
+    assign = -(q * own.log_softmax(1)).sum(1)
+    return nll * valid, assign * valid, q
 
 
 class MMDLHead(nn.Module):
@@ -91,14 +95,16 @@ class MMDLHead(nn.Module):
         return mode_logits(z, self.means(), self.kappa)
 
     @torch.no_grad()
-    def update_means(self, z: Tensor, labels: Tensor, modes: Tensor) -> None:
-        """EMA step of the means ("ema" mode) toward the normalised mean of their pixels.
+    def update_means(self, z: Tensor, labels: Tensor, modes: Tensor, valid: Tensor) -> None:
+        """EMA step of the means ("ema" mode) toward the normalised mean of their labelled pixels.
 
-        ``modes`` are hard assignments; modes without pixels in this batch keep their mean.
+        ``modes`` are hard assignments; sums and counts are added over every process, so all of
+        them move their means alike; modes without pixels keep their mean.
         """
         c, k, d = self.mu.shape
         keys = labels * k + modes
-        sums = z.new_zeros(c * k, d).index_add_(0, keys, z.float()).view(c, k, d)
-        present = (torch.bincount(keys, minlength=c * k) > 0).view(c, k, 1)
+        sums = z.new_zeros(c * k, d).index_add_(0, keys, z.float() * valid[:, None])
+        sums = all_reduce_sum(sums).view(c, k, d)
+        present = (all_reduce_sum(count_keys(keys, c * k, valid)) > 0).view(c, k, 1)
         moved = self.mean_ema * self.means() + (1 - self.mean_ema) * F.normalize(sums, dim=-1)
         self.mu.copy_(torch.where(present, F.normalize(moved, dim=-1), self.mu))

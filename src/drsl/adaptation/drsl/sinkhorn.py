@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from drsl.adaptation.drsl.keys import count_keys
+
 
 def group_logsumexp(values: Tensor, groups: Tensor, num_groups: int) -> Tensor:
     """``logsumexp`` of the rows of ``values`` (N, K) within each group: (num_groups, K).
@@ -31,7 +33,7 @@ def balanced_assignment(
     ``n_g / K`` as ``iters`` grows (``iters = 0`` is a plain softmax).
     """
     log_q = scores.float() / epsilon
-    counts = torch.bincount(groups, minlength=num_groups).clamp_min(1).to(log_q.dtype)
+    counts = count_keys(groups, num_groups).clamp_min(1).to(log_q.dtype)
     log_target = (counts / log_q.shape[1]).log()
     for _ in range(iters):
         log_q = log_q - group_logsumexp(log_q, groups, num_groups)[groups]
