@@ -34,7 +34,7 @@ def test_counter_sees_what_would_synchronise() -> None:
 @pytest.mark.parametrize("method", ["source_only", "cbst", "drsl"])
 def test_training_step_has_no_host_sync(method: str, tmp_path: Path) -> None:
     config = load_config(resolve_config_path(f"gta5_cityscapes/{method}"), [
-        "init_checkpoint=null", f"work_dir={tmp_path}", "model.backbone=light", "model.light_width=1",
+        "init_checkpoint=null", "model.pretrained=null", f"work_dir={tmp_path}", "model.backbone=light", "model.light_width=1",
         "train.amp=bf16",
     ])
     torch.manual_seed(0)
