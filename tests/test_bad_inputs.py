@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from drsl.cli import main
 from drsl.config import load_config
@@ -104,3 +108,167 @@ def test_truncated_image_names_the_file(data: Path, tmp_path: Path) -> None:
     )
     assert fixture and result.returncode == 2
     assert broken.name in result.stderr and "Traceback" not in result.stderr
+
+
+def one_line(code: int, err: str) -> str:
+    """The error line of a failed command, checked to be the only line and free of tracebacks."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("INFO", "WARNING"))]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("data.batch_size=0", "data.batch_size"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("optim.lr=.nan", "optim.lr"),
+        ("data.num_workers=-1", "data.num_workers"),
+        ("data.source_augment.scale_range=[2,1]", "scale_range"),
+        ("data.source_augment.crop_size=[0,0]", "crop_size[0]"),
+        ("adapt.drsl.num_modes=0", "num_modes"),
+        ("adapt.rounds=0", "adapt.rounds"),
+        ("adapt.pseudo_label.portion_max=1.5", "portion_max"),
+        ("eval.scales=[]", "eval.scales"),
+        ("train.iterations=[1", "not valid YAML"),
+        ("name=!!python/object/apply:os.system [ls]", "not valid YAML"),
+        ("model.num_classes=5", "train ids up to"),  # the data's labels hold 19 classes
+        ("data.batch_size=3 train.grad_accum=2", "divisible"),
+    ],
+)
+def test_values_out_of_range_stop_before_any_work(
+    override: str, named: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = one_line(*run_cli(["train", "synth/source_only", *base(data, tmp_path / "w"), *override.split(" ")], capsys))
+    assert named in line and not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["pseudo-label", "c.pt", "--out", "o", "--portion", "1.5"], "--portion"),
+        (["pseudo-label", "c.pt", "--out", "o", "--round", "-1"], "--round"),
+        (["data", "synth", "o", "--workers", "0"], "--workers"),
+        (["predict", "c.pt", "i", "--out", "o", "--batch-size", "0"], "--batch-size"),
+        (["predict", "c.pt", "i", "--out", "o", "--scales", "1", "-2"], "--scales"),
+        (["report", "r", "--samples", "many"], "--samples"),
+        (["evaluate", "c.pt", "--scales", "inf"], "--scales"),
+    ],
+)
+def test_options_out_of_range(argv: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    line = one_line(exit_info.value.code, capsys.readouterr().err)
+    assert named in line and "--help" in line
+
+
+def test_binary_files_as_config_or_list(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert "not a UTF-8 text file" in one_line(*run_cli(["train", str(binary)], capsys))
+    line = one_line(*run_cli(["train", "synth/source_only", *base(data, tmp_path / "w"), f"data.source.list_file={binary}"], capsys))
+    assert str(binary) in line and "not a UTF-8 text file" in line
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"", "empty"), (bytes(range(256)) * 8, "not a PyTorch checkpoint"), (None, "truncated")],
+)
+def test_unreadable_checkpoints_say_why(
+    content: bytes | None, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.pt"
+    if content is None:
+        torch.save({"model": {"w": torch.zeros(1000)}}, path)
+        truncate(path)
+    else:
+        path.write_bytes(content)
+    line = one_line(*run_cli(["evaluate", str(path)], capsys))
+    assert str(path) in line and reason in line and "weights_only" not in line
+
+
+def test_resume_from_a_checkpoint_of_another_architecture(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_training(load_config(resolve_config_path("synth/source_only"), base(data, tmp_path / "a")))
+    checkpoint = tmp_path / "a" / "checkpoints" / "latest.pt"
+    argv = ["train", "synth/source_only", *base(data, tmp_path / "b"), "model.light_width=2", "--resume-from", str(checkpoint)]
+    line = one_line(*run_cli(argv, capsys))
+    assert str(checkpoint) in line and "shape" in line and not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_line(*run_cli(["train", "synth/source_only", *base(data, tmp_path / "w"), "--device", "cuda"], capsys))
+    assert "--device cuda" in line and not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("env, named", [({"WORLD_SIZE": "two"}, "WORLD_SIZE"), ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5")])
+def test_launcher_variables_are_checked(
+    env: dict[str, str], named: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert named in one_line(*run_cli(["train", "synth/source_only", *base(data, tmp_path / "w")], capsys))
+
+
+@pytest.mark.parametrize("bad", ["truncated", "label_value"])
+def test_errors_in_dataloader_workers_are_one_line(bad: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "src"
+    fixture = write_gta5(root, n=4, size=(40, 40))
+    if bad == "truncated":
+        broken = truncate(fixture.images[1])
+    else:
+        broken = fixture.labels[1]
+        Image.fromarray(np.full((40, 40), 200, dtype=np.uint8)).save(broken)
+    argv = ["train", "synth/source_only", *base(data, tmp_path / "w"), f"data.source.root={root}", "data.num_workers=1"]
+    line = one_line(*run_cli(argv, capsys))
+    assert str(broken) in line and "DataLoader" not in line
+
+
+def test_a_user_error_rebuilt_by_torch_is_unwrapped() -> None:
+    from torch.utils.data import DataLoader
+
+    from drsl.cli import USER_ERRORS
+    from drsl.config import ConfigError
+    from drsl.errors import user_error_message
+
+    class Failing(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int) -> None:
+            raise ConfigError("data.x: a problem")
+
+    with pytest.raises(ConfigError) as caught:  # rebuilt from one string: the worker's traceback
+        next(iter(DataLoader(Failing(), num_workers=1)))
+    assert "Traceback" in str(caught.value)
+    assert user_error_message(caught.value, USER_ERRORS) == "data.x: a problem"
+    assert user_error_message(RuntimeError("a bug"), USER_ERRORS) is None
+
+
+def test_occupied_output_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    occupied = tmp_path / "a_file"
+    occupied.write_text("x")
+    line = one_line(*run_cli(["data", "synth", str(occupied / "sub"), "--num-source", "1"], capsys))
+    assert str(occupied) in line
+
+
+def test_disk_full_during_a_checkpoint_save_keeps_the_previous_one(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "w"
+    run_training(load_config(resolve_config_path("synth/source_only"), base(data, work)))
+    latest = work / "checkpoints" / "latest.pt"
+    before = latest.read_bytes()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if ".latest.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    argv = ["train", "synth/source_only", *base(data, work), "train.iterations=3", "--resume", "--change-config"]
+    line = one_line(*run_cli(argv, capsys))
+    assert str(latest) in line and "No space left on device" in line and "previous content" in line
+    assert latest.read_bytes() == before and not list(work.rglob("*.tmp"))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drsl.bench.compare import DEFAULT_VARIANTS, VARIANTS, Plan
-from drsl.commands import bench_speed, export, predict, report
+from drsl.commands import bench_speed, export, options, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
 from drsl.data.errors import DataError
@@ -54,7 +54,7 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["whole", "slide"],
                         help="whole-image or sliding-window inference (default: the config's eval.mode)")
     parser.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
-    parser.add_argument("--scales", type=float, nargs="+",
+    parser.add_argument("--scales", type=options.positive, nargs="+",
                         help="multi-scale inference, e.g. 0.75 1 1.25 (default: the config's eval.scales)")
 
 
@@ -75,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     synth = data_sub.add_parser("synth", help="write the generated street benchmark (GTA5 + Cityscapes layouts)")
     synth.add_argument("out", help="output folder (source/ and target/ are written inside)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed of the generated scenes")
-    synth.add_argument("--num-source", type=int, default=600, help="labelled source (simulator) images")
-    synth.add_argument("--num-target-train", type=int, default=600, help="target (camera) training images")
-    synth.add_argument("--num-target-val", type=int, default=150, help="labelled target validation images")
-    synth.add_argument("--workers", type=int, default=2, help="processes rendering images")
+    synth.add_argument("--seed", type=options.seed, default=0, help="random seed of the generated scenes")
+    synth.add_argument("--num-source", type=options.non_negative_int, default=600, help="labelled source (simulator) images")
+    synth.add_argument("--num-target-train", type=options.non_negative_int, default=600, help="target (camera) training images")
+    synth.add_argument("--num-target-val", type=options.non_negative_int, default=150, help="labelled target validation images")
+    synth.add_argument("--workers", type=options.count, default=2, help="processes rendering images")
     synth.add_argument("--overwrite", action="store_true", help="replace OUT if it is not empty")
     synth.add_argument("--shift", default=DEFAULT_SHIFT,
                        help=f"domain-shift preset, one of {', '.join(SHIFTS)} (default {DEFAULT_SHIFT}; docs/benchmark.md)")
@@ -117,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo = sub.add_parser("pseudo-label", help="write class-balanced pseudo-labels for a target set")
     _add_config_source(pseudo)
     pseudo.add_argument("--out", required=True, help="output folder (labels/, confidence/, manifest.json)")
-    pseudo.add_argument("--portion", type=float, default=0.5, help="portion of each class's pixels kept")
-    pseudo.add_argument("--round", type=int, default=0, help="round index recorded in the manifest")
+    pseudo.add_argument("--portion", type=options.portion, default=0.5, help="portion of each class's pixels kept")
+    pseudo.add_argument("--round", type=options.non_negative_int, default=0, help="round index recorded in the manifest")
     pseudo.add_argument("--fusion", choices=["none", "agree", "product"], help="MMDL fusion (DRSL checkpoints)")
     pseudo.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
-    pseudo.add_argument("--scales", type=float, nargs="+",
+    pseudo.add_argument("--scales", type=options.positive, nargs="+",
                         help="multi-scale inference, e.g. 0.75 1 1.25 (default: adapt.pseudo_label.scales)")
 
     bench = sub.add_parser("bench", help="benchmarks: method comparison table, speed")
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data", default="data/synth", help="generated benchmark root (made if missing)")
     compare.add_argument("--shift", help=f"shift preset of the data ({', '.join(SHIFTS)}): generated with it if "
                          f"missing (default {DEFAULT_SHIFT}), checked against its manifest if present")
-    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and variant")
+    compare.add_argument("--seeds", type=options.seed, nargs="+", default=[0, 1, 2], help="one run per seed and variant")
     compare.add_argument(
         "--variants", nargs="+", metavar="VARIANT",
         help=f"default: all of {', '.join(VARIANTS)} (KEY=VALUE overrides may follow)",
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the generated data and of every run")
+    demo.add_argument("--seed", type=options.seed, default=0, help="seed of the generated data and of every run")
     for command in (predict, export, report):
         command.add_parser(sub)
     return parser

@@ -8,17 +8,77 @@ strict: an unknown key or a value of the wrong type is a :class:`ConfigError` na
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A configuration problem, with the offending key or file in the message."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a number, or the length and order of a list, in an ``Annotated`` schema hint.
+
+    Checked whenever a value is merged (config files, overrides, checkpoints) and by the command
+    line's number options, so every value is in range before any work starts.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    #: The bound itself is excluded.
+    low_open: bool = False
+    high_open: bool = False
+    #: Lists: exact length, least length, values in non-decreasing order.
+    length: int | None = None
+    min_length: int | None = None
+    increasing: bool = False
+
+    def describe(self) -> str:
+        """The rule in words, e.g. 'at least 1' or 'in (0, 1]'."""
+        if self.length is not None or self.min_length is not None or self.increasing:
+            size = f"{self.length} values" if self.length is not None else f"at least {self.min_length} value"
+            return size + (", low to high" if self.increasing else "")
+        low, high = (str(int(v)) if v is not None and v == int(v) else f"{v:g}" if v is not None else "" for v in (self.low, self.high))
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'above' if self.low_open else 'at least'} {low}"
+        return f"{'below' if self.high_open else 'at most'} {high}"
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` (a number, or a list for the list rules) is within these bounds."""
+        if isinstance(value, list):
+            return (
+                (self.length is None or len(value) == self.length)
+                and (self.min_length is None or len(value) >= self.min_length)
+                and (not self.increasing or all(a <= b for a, b in zip(value, value[1:])))
+            )
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return low_ok and high_ok
+
+
+#: Schema types with a range (numbers) or a shape (lists).
+Count = Annotated[int, Bounds(low=1)]
+NonNegativeInt = Annotated[int, Bounds(low=0)]
+Seed = Annotated[int, Bounds(0, 2**32 - 1)]
+Positive = Annotated[float, Bounds(low=0, low_open=True)]
+NonNegative = Annotated[float, Bounds(low=0)]
+Probability = Annotated[float, Bounds(0, 1)]
+#: A share of pixels to keep: more than nothing, at most everything.
+Portion = Annotated[float, Bounds(0, 1, low_open=True)]
+#: An exponential moving average's momentum: 1 would never move.
+Momentum = Annotated[float, Bounds(0, 1, high_open=True)]
+#: [height, width] in pixels.
+Size = Annotated[list[Count], Bounds(length=2)]
+Scales = Annotated[list[Positive], Bounds(min_length=1)]
 
 
 @dataclass
@@ -34,7 +94,7 @@ class DatasetConfig:
     #: folder layout only: YAML/JSON file mapping raw mask values to train ids.
     class_map: str | None = None
     #: Resize every image (and label, nearest) to this [height, width] before augmentation.
-    resize: list[int] | None = None
+    resize: Size | None = None
     #: What to do with broken samples (size mismatch, unreadable, unknown label values).
     on_error: Literal["skip", "fail"] = "skip"
 
@@ -43,16 +103,17 @@ class DatasetConfig:
 class AugmentConfig:
     """Joint image+mask augmentation applied to training crops."""
 
-    crop_size: list[int] = field(default_factory=lambda: [512, 512])
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.5])
+    crop_size: Size = field(default_factory=lambda: [512, 512])
+    #: [smallest, largest] random rescaling factor.
+    scale_range: Annotated[list[Positive], Bounds(length=2, increasing=True)] = field(default_factory=lambda: [0.5, 1.5])
     hflip: bool = True
     photometric: bool = True
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.05
-    blur_prob: float = 0.3
-    noise_std: float = 0.03
+    brightness: NonNegative = 0.4
+    contrast: NonNegative = 0.4
+    saturation: NonNegative = 0.4
+    hue: Annotated[float, Bounds(0, 0.5)] = 0.05
+    blur_prob: Probability = 0.3
+    noise_std: NonNegative = 0.03
 
 
 @dataclass
@@ -61,9 +122,9 @@ class SourceSamplingConfig:
 
     mode: Literal["uniform", "class_balanced"] = "uniform"
     #: Class-balanced: P(class) is proportional to exp((1 - pixel share) / temperature).
-    temperature: float = 0.01
+    temperature: Positive = 0.01
     #: Class-balanced: an image holds a class when it covers at least this share of its pixels.
-    min_share: float = 0.0015
+    min_share: Probability = 0.0015
 
 
 @dataclass
@@ -76,10 +137,10 @@ class DataConfig:
     source_augment: AugmentConfig = field(default_factory=AugmentConfig)
     target_augment: AugmentConfig = field(default_factory=AugmentConfig)
     source_sampling: SourceSamplingConfig = field(default_factory=SourceSamplingConfig)
-    batch_size: int = 2
-    num_workers: int = 2
+    batch_size: Count = 2
+    num_workers: NonNegativeInt = 2
     #: Class subset sizes (19/16/13) reported by evaluation; the first is the headline mIoU.
-    eval_subsets: list[int] = field(default_factory=lambda: [19])
+    eval_subsets: Annotated[list[Literal[19, 16, 13]], Bounds(min_length=1)] = field(default_factory=lambda: [19])
 
 
 @dataclass
@@ -105,12 +166,12 @@ class ModelConfig:
     #: ASPP variant: "full" sums rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
     aspp: Literal["full", "rates_6_12"] = "full"
     #: Width of the deeplabv3plus decoder (its fused features).
-    decoder_channels: int = 128
-    num_classes: int = 19
+    decoder_channels: Count = 128
+    num_classes: Count = 19
     #: Width multiplier of the light backbone (stage channels 16w, 32w, 64w, 128w).
-    light_width: int = 2
+    light_width: Count = 2
     #: Residual blocks per stage of the light backbone.
-    light_depth: int = 1
+    light_depth: Count = 1
     #: Initial encoder weights: a weights file (torchvision ImageNet, DeepLab init, ...: see
     #: docs/datasets.md), "bundled" for the file an installed package ships (efficientnet_lite0),
     #: or null for random initialisation.
@@ -125,31 +186,31 @@ class OptimConfig:
 
     #: sgd (the DeepLab-v2 lineage) or adamw (DAFormer: lr 6e-5, weight_decay 0.01).
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 2.5e-4
+    lr: Positive = 2.5e-4
     #: SGD only.
-    momentum: float = 0.9
+    momentum: Momentum = 0.9
     #: AdamW only: (beta1, beta2).
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 5e-4
+    betas: Annotated[list[Momentum], Bounds(length=2)] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: NonNegative = 5e-4
     #: Weight decay also on normalisation layers and position terms (DAFormer: false).
     decay_norms: bool = True
     #: poly: warm-up ramp (i+1)/W to the base LR, then (1 - i/T)^power. daformer: (1 - i/T)^power
     #: throughout, times a linear ramp from warmup_ratio to 1 over warmup_iters (mmcv, DAFormer).
     schedule: Literal["poly", "daformer"] = "poly"
-    poly_power: float = 0.9
-    head_lr_mult: float = 10.0
-    warmup_iters: int = 0
+    poly_power: NonNegative = 0.9
+    head_lr_mult: Positive = 10.0
+    warmup_iters: NonNegativeInt = 0
     #: daformer schedule: the LR multiplier at iteration 0 of the warm-up.
-    warmup_ratio: float = 1e-6
+    warmup_ratio: Annotated[float, Bounds(0, 1, low_open=True)] = 1e-6
 
 
 @dataclass
 class TrainConfig:
     """The iteration loop."""
 
-    iterations: int = 20000
+    iterations: NonNegativeInt = 20000
     #: Split every batch into this many micro-batches (gradient accumulation).
-    grad_accum: int = 1
+    grad_accum: Count = 1
     amp: Literal["none", "bf16", "fp16"] = "none"
     #: Model and image batches in NHWC memory layout; "auto": on CUDA only (cuDNN prefers NHWC).
     channels_last: bool | Literal["auto"] = "auto"
@@ -157,10 +218,10 @@ class TrainConfig:
     cudnn_benchmark: bool | Literal["auto"] = "auto"
     #: torch.compile the segmentor (first steps are slow while it compiles; CUDA or a C++ compiler).
     compile: bool = False
-    log_every: int = 50
-    eval_every: int = 0
-    checkpoint_every: int = 1000
-    panel_every: int = 0
+    log_every: NonNegativeInt = 50
+    eval_every: NonNegativeInt = 0
+    checkpoint_every: NonNegativeInt = 1000
+    panel_every: NonNegativeInt = 0
     deterministic: bool = False
 
 
@@ -169,27 +230,27 @@ class EvalConfig:
     """Inference used by evaluation, pseudo-labelling and prediction."""
 
     mode: Literal["whole", "slide"] = "whole"
-    crop_size: list[int] = field(default_factory=lambda: [512, 1024])
-    stride: list[int] = field(default_factory=lambda: [341, 683])
+    crop_size: Size = field(default_factory=lambda: [512, 1024])
+    stride: Size = field(default_factory=lambda: [341, 683])
     flip: bool = False
-    scales: list[float] = field(default_factory=lambda: [1.0])
+    scales: Scales = field(default_factory=lambda: [1.0])
     #: Resize inputs to this [height, width] before inference; predictions return to label size.
-    resize: list[int] | None = None
+    resize: Size | None = None
 
 
 @dataclass
 class PseudoLabelConfig:
     """Class-balanced pseudo-label selection (CBST)."""
 
-    portion_start: float = 0.2
-    portion_step: float = 0.1
-    portion_max: float = 0.5
+    portion_start: Portion = 0.2
+    portion_step: Annotated[float, Bounds(0, 1)] = 0.1
+    portion_max: Portion = 0.5
     #: MMDL fusion into selection: none, agree (both heads must agree), product (fused posterior).
     #: It starts once the MMDL head is trained: from round 1 (rounds host) or after
     #: adapt.drsl.warmup_iters iterations (online host).
     fusion: Literal["none", "agree", "product"] = "agree"
     flip: bool = False
-    scales: list[float] = field(default_factory=lambda: [1.0])
+    scales: Scales = field(default_factory=lambda: [1.0])
     save_confidence: bool = True
 
 
@@ -198,28 +259,28 @@ class DRSLConfig:
     """The DRSL regulariser: MMDL head and stochastic mode alignment (docs/method.md)."""
 
     enabled: bool = True
-    num_modes: int = 3
-    embed_dim: int = 32
-    hidden_dim: int = 128
-    kappa: float = 10.0
-    lambda_mm: float = 0.3
-    lambda_sma: float = 1.0
+    num_modes: Count = 3
+    embed_dim: Count = 32
+    hidden_dim: Count = 128
+    kappa: Positive = 10.0
+    lambda_mm: NonNegative = 0.3
+    lambda_sma: NonNegative = 1.0
     #: Iterations over which both weights ramp linearly from 0 to their value.
-    warmup_iters: int = 0
+    warmup_iters: NonNegativeInt = 0
     #: Mode means learned by gradient, or tracked as an EMA of the embeddings assigned to them.
     mean_update: Literal["gradient", "ema"] = "gradient"
-    mean_ema: float = 0.99
-    sinkhorn_iters: int = 3
-    sinkhorn_epsilon: float = 0.05
+    mean_ema: Momentum = 0.99
+    sinkhorn_iters: Count = 3
+    sinkhorn_epsilon: Positive = 0.05
     #: Embeddings are sampled on a grid with this stride (in feature pixels) for the losses.
-    grid_stride: int = 1
-    samples_per_mode: int = 32
-    min_pixels_per_mode: int = 4
+    grid_stride: Count = 1
+    samples_per_mode: Count = 32
+    min_pixels_per_mode: Count = 4
     sma: bool = True
     sma_distance: Literal["centroid_cosine", "pairwise"] = "centroid_cosine"
     detach_source: bool = True
     #: Optional margin push of target embeddings away from other modes' source centroids (0 = off).
-    sma_margin: float = 0.0
+    sma_margin: NonNegative = 0.0
     #: Which features SMA aligns: the MMDL head embeddings or the encoder features.
     sma_space: Literal["embedding", "encoder"] = "embedding"
 
@@ -232,12 +293,12 @@ class AdaptConfig:
     method: Literal["source_only", "cbst", "drsl"] = "source_only"
     host: Literal["rounds", "online"] = "rounds"
     #: Self-training rounds (rounds host); train.iterations is split evenly between them.
-    rounds: int = 2
-    lambda_target: float = 1.0
+    rounds: Count = 2
+    lambda_target: NonNegative = 1.0
     #: EMA teacher momentum (online host).
-    ema_momentum: float = 0.999
+    ema_momentum: Momentum = 0.999
     #: Online host: portion of each class kept per batch (class-balanced, like CBST).
-    online_portion: float = 0.5
+    online_portion: Portion = 0.5
     pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     drsl: DRSLConfig = field(default_factory=DRSLConfig)
 
@@ -247,7 +308,7 @@ class Config:
     """A whole run."""
 
     name: str = "run"
-    seed: int = 0
+    seed: Seed = 0
     work_dir: str = "runs/run"
     #: Checkpoint to start from (weights only), for example the shared source-only model.
     init_checkpoint: str | None = None
@@ -283,6 +344,12 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     """Return ``value`` coerced to ``annotation`` (int -> float only), or raise ConfigError."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is Annotated:
+        value = _check_type(value, args[0], key)
+        for bounds in args[1:]:
+            if not bounds.holds(value):
+                raise ConfigError(f"config key '{key}': {value!r} is out of range (must be {bounds.describe()})")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -307,6 +374,8 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         return merge_dict(annotation(), value, prefix=f"{key}.")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
     if annotation in (int, float, str, bool):
         if type(value) is not annotation:
             raise ConfigError(
@@ -319,7 +388,7 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
 
 def merge_dict(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
     """Strictly merge a nested dict into a dataclass instance (in place) and return it."""
-    hints = typing.get_type_hints(type(obj))
+    hints = typing.get_type_hints(type(obj), include_extras=True)
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in updates.items():
         full = f"{prefix}{key}"
@@ -336,13 +405,15 @@ def merge_dict(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a UTF-8 text file (a binary file?)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -370,7 +441,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"command-line override '{text}': the value is not valid YAML ({problem})") from None
+    return key.strip().split("."), value
 
 
 def nest(keys: list[str], value: Any) -> dict[str, Any]:

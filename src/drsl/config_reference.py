@@ -4,8 +4,11 @@ comments (``drsl config reference``; docs/configuration.md is this output)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import operator
 import re
+import types
 import typing
 from typing import Any
 
@@ -31,24 +34,39 @@ def field_comments(cls: type) -> dict[str, str]:
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "")
-    return re.sub(r"drsl\.config\.(\w+)", r"\1", text).replace("<class '", "").replace("'>", "")
+    """The type as written in Python, with any range in words after it: `int` (at least 1)."""
+    ranges: list[str] = []
+
+    def plain(hint: Any, each: str = "") -> Any:  # the hint without Annotated; ranges collected
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin is typing.Annotated:
+            ranges.extend(each + bounds.describe() for bounds in args[1:])
+            return plain(args[0], each)
+        if origin is list:
+            return list[plain(args[0], "each ")]  # type: ignore[misc]
+        if origin in (typing.Union, types.UnionType):
+            return functools.reduce(operator.or_, (plain(a, each) for a in args))
+        return hint
+
+    text = str(plain(annotation)).replace("typing.", "")
+    text = re.sub(r"drsl\.config\.(\w+)", r"\1", text).replace("<class '", "").replace("'>", "")
+    return f"`{text}`" + (f" ({', '.join(ranges)})" if ranges else "")
 
 
 def _rows(cls: type, prefix: str, instance: Any) -> list[str]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     comments = field_comments(cls)
     rows: list[str] = []
     for f in dataclasses.fields(cls):
         value = getattr(instance, f.name)
         annotation = hints[f.name]
-        nested = next((a for a in (annotation, *typing.get_args(annotation)) if dataclasses.is_dataclass(a)), None)
+        nested = next((a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
         key = f"{prefix}{f.name}"
         if nested is not None:
             rows.append(f"| `{key}` | {nested.__name__} or null | {'null' if value is None else 'see below'} | {comments.get(f.name, (nested.__doc__ or '').strip())} |")
             rows += _rows(nested, f"{key}.", value if value is not None else nested())
         else:
-            rows.append(f"| `{key}` | `{_type_name(annotation)}` | `{value!r}` | {comments.get(f.name, '')} |")
+            rows.append(f"| `{key}` | {_type_name(annotation)} | `{value!r}` | {comments.get(f.name, '')} |")
     return rows
 
 

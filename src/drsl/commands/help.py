@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+import typing
 from typing import Any
 
 DEVICE_HELP = "where to run: auto picks CUDA when available"
@@ -32,6 +33,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> typing.NoReturn:
+        """A usage error as one line (exit status 2), pointing at the help instead of printing it."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class LazyParser(Parser):

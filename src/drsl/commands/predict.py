@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from drsl.data.errors import DataError
+from drsl.commands import options
 from drsl.commands.help import add_device
 from drsl.data.io import image_size, read_image
 from drsl.data.labels import colorize
@@ -170,14 +171,6 @@ class PredictionWriter:
             atomic_write_png(self.path("panel", name), labelled_grid([tiles], tile_height=height))
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``drsl predict``."""
     parser = subparsers.add_parser(
@@ -195,15 +188,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_device(parser)
     parser.add_argument("--mode", choices=["whole", "slide"],
                         help="whole-image or sliding-window inference (default: the config's eval.mode)")
-    parser.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"),
+    parser.add_argument("--crop-size", type=options.count, nargs=2, metavar=("H", "W"),
                         help="sliding-window size (default: the config's eval.crop_size)")
-    parser.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"),
+    parser.add_argument("--stride", type=options.count, nargs=2, metavar=("H", "W"),
                         help="sliding-window stride (default: the config's eval.stride)")
     parser.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
-    parser.add_argument("--scales", type=float, nargs="+",
+    parser.add_argument("--scales", type=options.positive, nargs="+",
                         help="multi-scale inference, e.g. 0.75 1 1.25 (default: the config's eval.scales)")
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass (same-size images)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colours in overlays")
+    parser.add_argument("--batch-size", type=options.count, default=4, help="images per forward pass (same-size images)")
+    parser.add_argument("--alpha", type=options.probability, default=0.5, help="opacity of the colours in overlays")
     parser.add_argument(
         "--panels", action="store_true", help="also write panel/NAME.png: image | prediction | overlay (| modes)"
     )

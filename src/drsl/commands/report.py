@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from drsl.commands import options
 from drsl.commands.help import add_device
 
 
@@ -15,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (work_dir of drsl train)")
     parser.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
-    parser.add_argument("--samples", type=int, default=3, help="validation images with predictions (0: none)")
+    parser.add_argument("--samples", type=options.non_negative_int, default=3, help="validation images with predictions (0: none)")
     add_device(parser, "for the sample predictions")
 
 

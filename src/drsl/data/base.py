@@ -211,9 +211,11 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
     ) -> tuple[list[Sample], list[Problem]]:
         """Keep the candidates named in ``list_file``; listed names not found are problems."""
         try:
-            lines = list_file.read_text().splitlines()
+            lines = list_file.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise DataError(list_file, f"cannot read list file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise DataError(list_file, "list file is not a UTF-8 text file (a binary file?)") from None
         wanted = {
             self._list_name(line) for line in lines if line.strip() and not line.startswith("#")
         }

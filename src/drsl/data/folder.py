@@ -32,9 +32,11 @@ def read_class_map(path: str | Path) -> dict[int, int]:
     """Parse a YAML/JSON class map into {raw value: train id}, validating keys and values."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DataError(path, f"cannot read class map ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "class map is not a UTF-8 text file (a binary file?)") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -9,6 +9,7 @@ with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import io
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,22 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def load_failure(path: str | Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words; never torch's advice to load
+    with ``weights_only=False``, which would run whatever code a foreign file carries."""
+    text = str(exc)
+    if Path(path).stat().st_size == 0:
+        return "the file is empty (0 bytes: an interrupted copy or save?)"
+    if isinstance(exc, EOFError) or "failed finding central directory" in text:
+        return "the file is truncated or corrupt (an interrupted copy or save?)"
+    if code := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return (f"the file holds pickled Python code ({code.group(1)}), which drsl never runs: checkpoints "
+                "are read as tensors and plain data only")
+    if isinstance(exc, (pickle.UnpicklingError, KeyError, ValueError)) or "zip archive" in text:
+        return "not a PyTorch checkpoint (unrecognised content)"
+    return f"unreadable ({text.strip().splitlines()[0] if text.strip() else type(exc).__name__})"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects."""
     path = Path(path)
@@ -37,7 +54,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {load_failure(path, exc)}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a drsl checkpoint (no 'model' entry)")
     return state

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from drsl.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,21 +32,54 @@ class DistInfo:
 
 
 def wants_cuda(device: str) -> bool:
-    """Whether ``device`` ("auto", "cpu" or "cuda") means CUDA: "auto" picks it when available."""
+    """Whether ``device`` ("auto", "cpu" or "cuda") means CUDA: "auto" picks it when available.
+
+    "cuda" without a usable GPU is a ConfigError saying so.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        raise ConfigError(f"--device cuda: no CUDA GPU is available (torch {torch.__version__}, {build}); use --device cpu or auto")
     return torch.cuda.is_available() if device == "auto" else device == "cuda"
+
+
+def _env_int(name: str, default: int, low: int) -> int:
+    """An integer set by the launcher (torchrun), checked: ConfigError naming the variable."""
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise ConfigError(
+            f"environment variable {name}={text!r} must be an integer of at least {low} (torchrun sets "
+            f"it; unset {name} to run a single process)"
+        )
+    return value
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group that torchrun describes in the environment (if any) and pick a device.
 
-    ``device`` is "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+    ``device`` is "auto" (CUDA when available, else CPU), "cpu" or "cuda". Launcher variables
+    that make no sense (RANK outside WORLD_SIZE, non-numbers) are ConfigErrors naming them.
     """
     use_cuda = wants_cuda(device)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size = _env_int("WORLD_SIZE", 1, 1)
+    rank = _env_int("RANK", 0, 0)
+    local_rank = _env_int("LOCAL_RANK", 0, 0)
+    if rank >= world_size:
+        raise ConfigError(f"environment variables RANK={rank} and WORLD_SIZE={world_size}: the rank must be below the world size")
+    if use_cuda and local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"environment variable LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        try:
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        except (ValueError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"cannot join the process group of WORLD_SIZE={world_size} ({reason}): launch with torchrun, "
+                "or unset WORLD_SIZE and RANK to run a single process"
+            ) from None
     if use_cuda:
         torch.cuda.set_device(local_rank)
         return DistInfo(rank, world_size, local_rank, torch.device("cuda", local_rank))

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from drsl.engine.checkpoint import load_failure
 from drsl.errors import WeightsError
 
 #: Prefixes that public checkpoints put in front of encoder keys.
@@ -32,8 +33,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             return load_file(str(path))
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: say which and why, not a deep traceback
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read weights file {path} (truncated or not a weights file?): {reason}") from None
+        raise WeightsError(f"cannot read weights file {path}: {load_failure(path, exc)}") from None
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
