@@ -270,7 +270,7 @@ class DRSLConfig:
     #: Mode means learned by gradient, or tracked as an EMA of the embeddings assigned to them.
     mean_update: Literal["gradient", "ema"] = "gradient"
     mean_ema: Momentum = 0.99
-    sinkhorn_iters: Count = 3
+    sinkhorn_iters: NonNegativeInt = 3
     sinkhorn_epsilon: Positive = 0.05
     #: Embeddings are sampled on a grid with this stride (in feature pixels) for the losses.
     grid_stride: Count = 1
