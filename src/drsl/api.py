@@ -122,16 +122,17 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """19/16/13-class mIoU of a checkpoint on its config's val set."""
     from drsl.data.registry import build_dataset
-    from drsl.evaluation.evaluate import evaluate, segmentor_prob_fn
+    from drsl.evaluation.evaluate import config_prob_fn, evaluate
 
     model = load_model(checkpoint, config, overrides, device)
     dist = init_distributed(device)
     if model.config.data.val is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.val: pass --config or data.val=...")
     summary, matrix = evaluate(
-        segmentor_prob_fn(model.module.segmentor), build_dataset(model.config.data.val),
-        model.config.eval, dataclasses.replace(dist, device=model.device),
-        model.config.model.num_classes, model.config.data.eval_subsets, progress=True,
+        config_prob_fn(model.module.segmentor, model.config, model.device),
+        build_dataset(model.config.data.val), model.config.eval,
+        dataclasses.replace(dist, device=model.device), model.config.model.num_classes,
+        model.config.data.eval_subsets, model.config.data.num_workers, progress=True,
     )
     summary["confusion_matrix"] = matrix.tolist()
     return summary

@@ -236,6 +236,11 @@ class EvalConfig:
     scales: Scales = field(default_factory=lambda: [1.0])
     #: Resize inputs to this [height, width] before inference; predictions return to label size.
     resize: Size | None = None
+    #: Images per inference batch (consecutive images of one size are batched).
+    batch_size: Count = 4
+    #: Autocast dtype of the inference forward; "train" follows train.amp. Probabilities, their
+    #: upsampling to label size and the argmax stay float32.
+    amp: Literal["train", "none", "bf16", "fp16"] = "train"
 
 
 @dataclass

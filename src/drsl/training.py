@@ -28,7 +28,7 @@ from drsl.engine.run_dir import RunDirectory, plan_run
 from drsl.engine.sampling import SeededView
 from drsl.engine.seeding import seed_everything
 from drsl.engine.trainer import Trainer
-from drsl.evaluation.evaluate import evaluate, flat_scalars, segmentor_prob_fn
+from drsl.evaluation.evaluate import config_prob_fn, evaluate, flat_scalars
 from drsl.evaluation.metrics import format_table
 from drsl.fileio import atomic_write_json
 from drsl.models.segmentor import build_model
@@ -75,8 +75,8 @@ def make_evaluator(config: Config, val: Dataset, dist: DistInfo) -> Any:
     def run(module: nn.Module, iteration: int) -> dict[str, float]:
         module.eval()
         summary, _ = evaluate(
-            segmentor_prob_fn(module.segmentor), val, config.eval, dist,  # type: ignore[arg-type]
-            config.model.num_classes, config.data.eval_subsets,
+            config_prob_fn(module.segmentor, config, dist.device), val, config.eval, dist,  # type: ignore[arg-type]
+            config.model.num_classes, config.data.eval_subsets, config.data.num_workers,
         )
         module.train()
         return flat_scalars(summary)
@@ -153,8 +153,9 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     if ctx.val is not None:
         ctx.module.eval()
         result, matrix = evaluate(
-            segmentor_prob_fn(ctx.module.segmentor), ctx.val, ctx.config.eval, ctx.dist,
-            ctx.config.model.num_classes, ctx.config.data.eval_subsets, progress=True,
+            config_prob_fn(ctx.module.segmentor, ctx.config, ctx.dist.device), ctx.val, ctx.config.eval,
+            ctx.dist, ctx.config.model.num_classes, ctx.config.data.eval_subsets,
+            ctx.config.data.num_workers, progress=True,
         )
         summary.update(result)
         summary["confusion_matrix"] = matrix.tolist()

@@ -1,8 +1,15 @@
-"""Evaluation over a labelled dataset: sharded inference, one confusion matrix, 19/16/13 mIoU."""
+"""Evaluation over a labelled dataset: sharded, batched inference on the device, one confusion
+matrix, 19/16/13 mIoU.
+
+Images are decoded by DataLoader workers; consecutive images of one size go through the model as
+one batch (``eval.batch_size``), under the configured autocast; probabilities are upsampled to
+label size in bands, reduced to a uint8 argmax and counted against the labels on the device
+(:class:`ConfusionMatrix`), so nothing of image size returns to the host.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,13 +17,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from drsl.config import EvalConfig
+from drsl.config import Config, EvalConfig
 from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import progress as progress_bar
-from drsl.evaluation.inference import predict_probs
+from drsl.engine.trainer import conv_settings
+from drsl.evaluation.inference import predict_labels
 from drsl.evaluation.metrics import ConfusionMatrix, summarize
 
 ProbFn = Callable[[Tensor], Tensor]
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def shard(dataset: Dataset, dist: DistInfo) -> Dataset:
@@ -26,7 +35,30 @@ def shard(dataset: Dataset, dist: DistInfo) -> Dataset:
     return Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))  # type: ignore[arg-type]
 
 
-def iterate_predictions(
+def collate_same_size(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stack runs of consecutive samples with equal image and label sizes into batches.
+
+    Labels (train ids, 255 = ignore) travel as uint8; names and indices as lists.
+    """
+    groups: list[list[dict[str, Any]]] = []
+    for sample in samples:
+        size = (sample["image"].shape, sample["label"].shape)
+        if groups and (groups[-1][0]["image"].shape, groups[-1][0]["label"].shape) == size:
+            groups[-1].append(sample)
+        else:
+            groups.append([sample])
+    return [
+        {
+            "image": torch.stack([s["image"] for s in group]),
+            "label": torch.stack([s["label"].to(torch.uint8) for s in group]),
+            "name": [s["name"] for s in group],
+            "index": [s["index"] for s in group],
+        }
+        for group in groups
+    ]
+
+
+def prediction_batches(
     prob_fn: ProbFn,
     dataset: Dataset,
     cfg: EvalConfig,
@@ -34,15 +66,26 @@ def iterate_predictions(
     num_workers: int = 0,
     progress: bool = False,
     description: str = "predict",
-) -> Any:
-    """Yield ``(sample, probs)`` for this rank's samples; probs (C, H, W) float at label size."""
+) -> Iterator[tuple[dict[str, Any], Tensor, Tensor]]:
+    """Yield ``(batch, confidence, labels)`` for this rank's samples, in dataset order.
+
+    ``batch`` holds up to ``cfg.batch_size`` same-size samples (uint8 images and labels on the
+    host); ``confidence`` (float32) and ``labels`` (uint8), each (B, H, W) at label size, are on
+    ``dist.device`` (see :func:`predict_labels`).
+    """
+    images = shard(dataset, dist)
     loader = DataLoader(
-        shard(dataset, dist), batch_size=1, num_workers=num_workers, collate_fn=lambda b: b[0]
+        images, batch_size=cfg.batch_size, num_workers=num_workers, collate_fn=collate_same_size,
+        pin_memory=dist.device.type == "cuda",
     )
-    for sample in progress_bar(loader, enabled=progress and dist.is_main, desc=description):
-        images = sample["image"].unsqueeze(0).to(dist.device).float().div_(255.0)
-        probs = predict_probs(prob_fn, images, cfg, out_size=sample["label"].shape[-2:])
-        yield sample, probs[0]
+    bar = progress_bar(total=len(images), enabled=progress and dist.is_main, desc=description)  # type: ignore[arg-type]
+    with bar:
+        for groups in loader:
+            for batch in groups:
+                x = batch["image"].to(dist.device, non_blocking=True).float().div_(255.0)
+                confidence, labels = predict_labels(prob_fn, x, cfg, out_size=batch["label"].shape[-2:])
+                yield batch, confidence, labels
+                bar.update(len(batch["name"]))
 
 
 def evaluate(
@@ -57,10 +100,8 @@ def evaluate(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Summary (see metrics.summarize) and the confusion matrix, reduced over ranks."""
     matrix = ConfusionMatrix(num_classes)
-    for sample, probs in iterate_predictions(
-        prob_fn, dataset, cfg, dist, num_workers, progress, "evaluate"
-    ):
-        matrix.update(probs.argmax(0).cpu(), sample["label"])
+    for batch, _, labels in prediction_batches(prob_fn, dataset, cfg, dist, num_workers, progress, "evaluate"):
+        matrix.update(labels, batch["label"].to(dist.device, non_blocking=True))
     matrix.all_reduce()
     return summarize(matrix.matrix, subsets), matrix.matrix
 
@@ -72,6 +113,23 @@ def flat_scalars(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def segmentor_prob_fn(segmentor: torch.nn.Module) -> ProbFn:
-    """Softmax probabilities of a segmentor's logits."""
-    return lambda images: torch.softmax(segmentor(images).logits.float(), dim=1)
+def segmentor_prob_fn(segmentor: torch.nn.Module, amp: str = "none", channels_last: bool = False) -> ProbFn:
+    """Softmax probabilities (float32) of a segmentor's logits, its forward under autocast
+    (``amp`` "bf16"/"fp16", or "none") and on NHWC inputs when ``channels_last``."""
+    dtype = AMP_DTYPES.get(amp)
+
+    def probs(images: Tensor) -> Tensor:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = segmentor(images).logits
+        return torch.softmax(logits.float(), dim=1)
+
+    return probs
+
+
+def config_prob_fn(segmentor: torch.nn.Module, config: Config, device: torch.device) -> ProbFn:
+    """:func:`segmentor_prob_fn` as a config asks on ``device``: ``eval.amp`` ("train": as
+    ``train.amp``) and the memory layout of ``train.channels_last``."""
+    amp = config.train.amp if config.eval.amp == "train" else config.eval.amp
+    return segmentor_prob_fn(segmentor, amp, conv_settings(config.train, device)[0])

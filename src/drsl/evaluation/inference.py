@@ -4,6 +4,11 @@ The model enters as ``prob_fn``: a callable from a float image batch ``(B, 3, h,
 to class probabilities ``(B, C, h', w')`` at any resolution (a softmaxed segmentation head, a
 fused posterior...). Every probability map is resized bilinearly (``align_corners=False``) to
 the output size and the maps of all (scale, flip) passes are averaged.
+
+:func:`predict_labels` never holds the full-resolution average: it upsamples the passes in bands
+of output rows (bilinear interpolation is separable: columns first at the passes' own heights,
+then rows band by band, with the weights ``F.interpolate`` uses) and keeps only the max and argmax
+of each band, so its memory stays bounded at any label size.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import torch.nn.functional as F
 
 from drsl.config import EvalConfig
 
-__all__ = ["ProbFn", "predict_labels", "predict_probs", "window_starts"]
+__all__ = ["ProbFn", "predict_labels", "predict_passes", "predict_probs", "upsample_argmax", "window_starts"]
+
+#: Full-resolution probabilities (floats) held at once by :func:`upsample_argmax` by default.
+BAND_ELEMENTS = 2**24
 
 ProbFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -78,42 +86,88 @@ def _slide(
 
 
 @torch.inference_mode()
+def predict_passes(prob_fn: ProbFn, images: torch.Tensor, cfg: EvalConfig) -> list[torch.Tensor]:
+    """Class probabilities of every (scale, flip) pass, float32, each at the resolution
+    ``prob_fn`` returns (sliding windows: of the rescaled input), flipped passes flipped back.
+
+    Follows ``cfg``: optional ``resize`` of the input first; then, for each of ``scales`` (and
+    each flip when ``flip``), the rescaled input goes through ``prob_fn`` whole or by sliding
+    windows (``mode == "slide"``, ``crop_size``/``stride`` in pixels of the rescaled input).
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    if not cfg.scales:
+        raise ValueError("cfg.scales is empty")
+    base = _resize(images.float(), cfg.resize) if cfg.resize is not None else images.float()
+    base_h, base_w = base.shape[-2:]
+    passes = []
+    for scale in cfg.scales:
+        size = (max(1, int(base_h * scale + 0.5)), max(1, int(base_w * scale + 0.5)))
+        scaled = _resize(base, size)
+        for flip in (False, True) if cfg.flip else (False,):
+            x = scaled.flip(-1) if flip else scaled
+            probs = _slide(prob_fn, x, cfg.crop_size, cfg.stride) if cfg.mode == "slide" else _call(prob_fn, x)
+            passes.append(probs.flip(-1) if flip else probs)
+    return passes
+
+
+@torch.inference_mode()
 def predict_probs(
     prob_fn: ProbFn,
     images: torch.Tensor,
     cfg: EvalConfig,
     out_size: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Averaged class probabilities (B, C, H, W) at ``out_size`` (default: the input size).
-
-    Follows ``cfg``: optional ``resize`` of the input first; then, for each of ``scales`` (and
-    each flip when ``flip``), the rescaled input goes through ``prob_fn`` whole or by sliding
-    windows (``mode == "slide"``, ``crop_size``/``stride`` in pixels of the rescaled input);
-    flipped outputs are flipped back; every map is upsampled to the output size and averaged.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
-    if not cfg.scales:
-        raise ValueError("cfg.scales is empty")
+    """Averaged class probabilities (B, C, H, W) at ``out_size`` (default: the input size): the
+    passes of :func:`predict_passes`, each upsampled bilinearly to the output size."""
     target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
-    base = _resize(images.float(), cfg.resize) if cfg.resize is not None else images.float()
-    base_h, base_w = base.shape[-2:]
-    total: torch.Tensor | None = None
-    passes = 0
-    for scale in cfg.scales:
-        size = (max(1, int(base_h * scale + 0.5)), max(1, int(base_w * scale + 0.5)))
-        scaled = _resize(base, size)
-        for flip in (False, True) if cfg.flip else (False,):
-            x = scaled.flip(-1) if flip else scaled
-            if cfg.mode == "slide":
-                probs = _slide(prob_fn, x, cfg.crop_size, cfg.stride)
-            else:
-                probs = _call(prob_fn, x)
-            probs = _resize(probs.flip(-1) if flip else probs, target)
-            total = probs if total is None else total + probs
-            passes += 1
-    assert total is not None
-    return total / passes
+    passes = predict_passes(prob_fn, images, cfg)
+    total = _resize(passes[0], target)
+    for probs in passes[1:]:
+        total = total + _resize(probs, target)
+    return total / len(passes)
+
+
+def _source_rows(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every output row: the lower and upper input rows and the weight of the upper, as
+    bilinear ``F.interpolate`` (``align_corners=False``) computes them."""
+    scale = in_size / out_size
+    source = ((torch.arange(out_size, device=device, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
+    low = source.long().clamp_max(in_size - 1)
+    return low, (low + 1).clamp_max(in_size - 1), source - low
+
+
+@torch.inference_mode()
+def upsample_argmax(
+    passes: Sequence[torch.Tensor], out_size: Sequence[int], band_elements: int = BAND_ELEMENTS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence, label), each (B, H, W): max (float32) and argmax (uint8) over classes of the
+    mean of ``passes`` (B, C, h_i, w_i) upsampled bilinearly to ``out_size`` = (H, W).
+
+    Equal to the max and argmax of :func:`predict_probs` up to float rounding, computed in bands
+    of output rows holding about ``band_elements`` probabilities at a time, on the passes' device.
+    """
+    height, width = int(out_size[0]), int(out_size[1])
+    b, c = passes[0].shape[:2]
+    if c > 256:
+        raise ValueError(f"{c} classes do not fit uint8 labels")
+    columns = [_resize(p.float(), (p.shape[-2], width)) for p in passes]  # bilinear along W only
+    rows = [_source_rows(p.shape[-2], height, p.device) for p in passes]
+    device = passes[0].device
+    confidence = torch.empty((b, height, width), device=device)
+    labels = torch.empty((b, height, width), dtype=torch.uint8, device=device)
+    step = max(1, band_elements // max(1, b * c * width))
+    for top in range(0, height, step):
+        band = slice(top, min(top + step, height))
+        total: torch.Tensor | None = None
+        for column, (low, high, weight) in zip(columns, rows):
+            w = weight[band].view(1, 1, -1, 1)
+            part = (1 - w) * column[:, :, low[band]] + w * column[:, :, high[band]]
+            total = part if total is None else total + part
+        assert total is not None
+        best, index = (total / len(passes)).max(dim=1)
+        confidence[:, band], labels[:, band] = best, index.to(torch.uint8)
+    return confidence, labels
 
 
 @torch.inference_mode()
@@ -122,7 +176,9 @@ def predict_labels(
     images: torch.Tensor,
     cfg: EvalConfig,
     out_size: Sequence[int] | None = None,
+    band_elements: int = BAND_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(confidence, label), each (B, H, W): max and argmax (int64) of :func:`predict_probs`."""
-    confidence, labels = predict_probs(prob_fn, images, cfg, out_size).max(dim=1)
-    return confidence, labels
+    """(confidence, label), each (B, H, W): max (float32) and argmax (uint8) of the averaged
+    probabilities of :func:`predict_probs`, with memory bounded by :func:`upsample_argmax`."""
+    target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
+    return upsample_argmax(predict_passes(prob_fn, images, cfg), target, band_elements)

@@ -53,20 +53,41 @@ def _flat_ids(values: torch.Tensor | np.ndarray, device: torch.device | None) ->
 
 
 class ConfusionMatrix:
-    """Streaming ``(C, C + 1)`` confusion matrix; see the module docstring for the layout."""
+    """Streaming ``(C, C + 1)`` confusion matrix; see the module docstring for the layout.
+
+    Counts of torch inputs stay on their device until :attr:`matrix` is read, so updating with
+    predictions on a GPU copies nothing to the host.
+    """
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         if not 1 <= num_classes <= 255:
             raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
         self.num_classes = num_classes
-        self.matrix = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+        self._host = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+        self._pending: torch.Tensor | None = None
+
+    def _fold(self) -> None:
+        """Add the counts kept on a device into the host matrix."""
+        if self._pending is not None:
+            self._host = self._host + self._pending.cpu().numpy().reshape(self._host.shape)
+            self._pending = None
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The counts as an int64 numpy array (device counts are fetched here)."""
+        self._fold()
+        return self._host
+
+    @matrix.setter
+    def matrix(self, value: np.ndarray) -> None:
+        self._host, self._pending = value, None
 
     def update(self, pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> None:
         """Count one batch of predictions against labels (same shape, any shape, integer ids).
 
         Pixels whose label is outside ``0..C-1`` (255 included) are ignored; predictions outside
         ``0..C-1`` go to the void column. Counted with one bincount, on the device of a torch
-        input (CPU for numpy).
+        input (CPU for numpy), and kept there.
         """
         if tuple(pred.shape) != tuple(label.shape):
             raise ValueError(f"pred shape {tuple(pred.shape)} != label shape {tuple(label.shape)}")
@@ -77,9 +98,12 @@ class ConfusionMatrix:
         pred_t, label_t = _flat_ids(pred, device), _flat_ids(label, device)
         valid = (label_t >= 0) & (label_t < c)
         pred_t = torch.where((pred_t >= 0) & (pred_t < c), pred_t, c)
-        index = label_t[valid] * (c + 1) + pred_t[valid]
-        counts = torch.bincount(index, minlength=c * (c + 1)).cpu().numpy()
-        self.matrix += counts.reshape(c, c + 1)
+        # Invalid pixels go to one extra bin that is dropped: no data-dependent selection.
+        index = torch.where(valid, label_t * (c + 1) + pred_t, c * (c + 1))
+        counts = torch.bincount(index, minlength=c * (c + 1) + 1)[:-1]
+        if self._pending is not None and self._pending.device != counts.device:
+            self._fold()
+        self._pending = counts if self._pending is None else self._pending + counts
 
     def merge(self, other: ConfusionMatrix) -> None:
         """Add the counts of another matrix with the same number of classes."""
