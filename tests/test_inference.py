@@ -183,8 +183,8 @@ def test_banded_upsampling_equals_full_upsampling(mode: str) -> None:
     cfg = EvalConfig(mode=mode, flip=True, scales=[0.5, 1.0], crop_size=[12, 16], stride=[8, 10])
     probs = predict_probs(colour_probs, x, cfg, out_size=(80, 112))
     expected_confidence, expected = probs.max(1)
-    for band_elements in (1, 3 * 4 * 112 * 7, 10**9):
-        confidence, labels = predict_labels(colour_probs, x, cfg, (80, 112), band_elements)
+    for band_bytes in (1, 3 * 4 * 112 * 4 * 7, 10**9):
+        confidence, labels = predict_labels(colour_probs, x, cfg, (80, 112), band_bytes)
         torch.testing.assert_close(confidence, expected_confidence, atol=1e-6, rtol=1e-6)
         assert torch.equal(labels.long(), expected)
 
@@ -194,7 +194,7 @@ def test_upsampling_rows_are_those_of_interpolate() -> None:
     probs = torch.rand(1, 3, 7, 9, generator=torch.Generator().manual_seed(2)).softmax(1)
     for size in ((23, 31), (5, 4), (7, 9)):
         full = torch.nn.functional.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-        confidence, labels = upsample_argmax([probs], size, band_elements=1)
+        confidence, labels = upsample_argmax([probs], size, band_bytes=1)
         torch.testing.assert_close(confidence, full.max(1).values, atol=1e-6, rtol=1e-6)
         assert torch.equal(labels.long(), full.argmax(1))
 

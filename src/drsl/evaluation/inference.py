@@ -7,8 +7,8 @@ the output size and the maps of all (scale, flip) passes are averaged.
 
 :func:`predict_labels` never holds the full-resolution average: it upsamples the passes in bands
 of output rows (bilinear interpolation is separable: columns first at the passes' own heights,
-then rows band by band, with the weights ``F.interpolate`` uses) and keeps only the max and argmax
-of each band, so its memory stays bounded at any label size.
+then rows band by band, with the weights ``F.interpolate`` uses: :func:`average_rows`) and keeps
+only the max and argmax of each band, so its memory stays bounded at any label size.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ import torch.nn.functional as F
 
 from drsl.config import EvalConfig
 
-__all__ = ["ProbFn", "predict_labels", "predict_passes", "predict_probs", "upsample_argmax", "window_starts"]
+__all__ = [
+    "ProbFn", "average_rows", "pass_maps", "predict_labels", "predict_probs", "row_bands",
+    "upsample_argmax", "window_starts",
+]
 
-#: Full-resolution probabilities (floats) held at once by :func:`upsample_argmax` by default.
-BAND_ELEMENTS = 2**24
+#: Bytes of full-resolution float32 probabilities held at once by :func:`upsample_argmax`.
+BAND_BYTES = 64 * 2**20
 
 ProbFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -86,7 +89,7 @@ def _slide(
 
 
 @torch.inference_mode()
-def predict_passes(prob_fn: ProbFn, images: torch.Tensor, cfg: EvalConfig) -> list[torch.Tensor]:
+def pass_maps(prob_fn: ProbFn, images: torch.Tensor, cfg: EvalConfig) -> list[torch.Tensor]:
     """Class probabilities of every (scale, flip) pass, float32, each at the resolution
     ``prob_fn`` returns (sliding windows: of the rescaled input), flipped passes flipped back.
 
@@ -119,54 +122,78 @@ def predict_probs(
     out_size: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Averaged class probabilities (B, C, H, W) at ``out_size`` (default: the input size): the
-    passes of :func:`predict_passes`, each upsampled bilinearly to the output size."""
+    passes of :func:`pass_maps`, each upsampled bilinearly to the output size."""
     target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
-    passes = predict_passes(prob_fn, images, cfg)
+    passes = pass_maps(prob_fn, images, cfg)
     total = _resize(passes[0], target)
     for probs in passes[1:]:
         total = total + _resize(probs, target)
     return total / len(passes)
 
 
-def _source_rows(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For every output row: the lower and upper input rows and the weight of the upper, as
-    bilinear ``F.interpolate`` (``align_corners=False``) computes them."""
-    scale = in_size / out_size
-    source = ((torch.arange(out_size, device=device, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
+def _source_rows(in_size: int, out_size: int, rows: slice, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """For output rows ``rows``: the lower and upper input rows and the weight of the upper, as
+    bilinear ``F.interpolate`` (``align_corners=False``) computes them (float32 arithmetic)."""
+    out = torch.arange(rows.start, rows.stop, device=device, dtype=torch.float32)
+    source = ((out + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
     low = source.long().clamp_max(in_size - 1)
     return low, (low + 1).clamp_max(in_size - 1), source - low
 
 
-@torch.inference_mode()
-def upsample_argmax(
-    passes: Sequence[torch.Tensor], out_size: Sequence[int], band_elements: int = BAND_ELEMENTS
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(confidence, label), each (B, H, W): max (float32) and argmax (uint8) over classes of the
-    mean of ``passes`` (B, C, h_i, w_i) upsampled bilinearly to ``out_size`` = (H, W).
+def average_rows(maps: Sequence[torch.Tensor], out_size: Sequence[int], rows: slice) -> torch.Tensor:
+    """Rows ``rows`` of the maps' bilinear upsampling to ``out_size``, averaged: (B, C, rows, W),
+    float32, on the maps' device.
 
-    Equal to the max and argmax of :func:`predict_probs` up to float rounding, computed in bands
-    of output rows holding about ``band_elements`` probabilities at a time, on the passes' device.
+    The sampling of ``F.interpolate(..., mode="bilinear", align_corners=False)`` (up to float
+    rounding), separably: only the few input rows the band reads are interpolated along the width,
+    then blended along the height. Full-resolution maps never exist whole, and nothing waits for
+    the device (the row range comes from the sizes alone).
     """
     height, width = int(out_size[0]), int(out_size[1])
-    b, c = passes[0].shape[:2]
+    total: torch.Tensor | None = None
+    for probs in maps:
+        h = probs.shape[-2]
+        if (h, probs.shape[-1]) == (height, width):
+            band = probs[..., rows, :].float()
+        else:
+            scale = h / height  # the input rows this band reads, with a margin of one either side
+            top = max(0, int(max(0.0, (rows.start + 0.5) * scale - 0.5)) - 1)
+            bottom = min(h, int(max(0.0, (rows.stop - 0.5) * scale - 0.5)) + 3)
+            strip = _resize(probs[..., top:bottom, :].float(), (bottom - top, width))  # along W only
+            low, high, weight = _source_rows(h, height, rows, probs.device)
+            weight = weight.view(1, 1, -1, 1)
+            band = (1 - weight) * strip[..., low - top, :] + weight * strip[..., high - top, :]
+        total = band if total is None else total + band
+    assert total is not None
+    return total / len(maps)
+
+
+def row_bands(height: int, bytes_per_row: int, max_bytes: int) -> list[slice]:
+    """Consecutive row bands covering ``0..height-1`` of at most ``max_bytes`` each (one row at least)."""
+    step = max(1, max_bytes // max(1, bytes_per_row))
+    return [slice(start, min(start + step, height)) for start in range(0, height, step)]
+
+
+@torch.inference_mode()
+def upsample_argmax(
+    maps: Sequence[torch.Tensor], out_size: Sequence[int], band_bytes: int = BAND_BYTES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence, label), each (B, H, W): max (float32) and argmax (uint8) over classes of the
+    mean of ``maps`` (B, C, h_i, w_i) upsampled bilinearly to ``out_size`` = (H, W).
+
+    Equal to the max and argmax of :func:`predict_probs` up to float rounding, computed in bands
+    of output rows of about ``band_bytes`` of probabilities (:func:`average_rows`).
+    """
+    height, width = int(out_size[0]), int(out_size[1])
+    b, c = maps[0].shape[:2]
     if c > 256:
         raise ValueError(f"{c} classes do not fit uint8 labels")
-    columns = [_resize(p.float(), (p.shape[-2], width)) for p in passes]  # bilinear along W only
-    rows = [_source_rows(p.shape[-2], height, p.device) for p in passes]
-    device = passes[0].device
+    device = maps[0].device
     confidence = torch.empty((b, height, width), device=device)
     labels = torch.empty((b, height, width), dtype=torch.uint8, device=device)
-    step = max(1, band_elements // max(1, b * c * width))
-    for top in range(0, height, step):
-        band = slice(top, min(top + step, height))
-        total: torch.Tensor | None = None
-        for column, (low, high, weight) in zip(columns, rows):
-            w = weight[band].view(1, 1, -1, 1)
-            part = (1 - w) * column[:, :, low[band]] + w * column[:, :, high[band]]
-            total = part if total is None else total + part
-        assert total is not None
-        best, index = (total / len(passes)).max(dim=1)
-        confidence[:, band], labels[:, band] = best, index.to(torch.uint8)
+    for rows in row_bands(height, b * c * width * 4, band_bytes):
+        best, index = average_rows(maps, out_size, rows).max(dim=1)
+        confidence[:, rows], labels[:, rows] = best, index.to(torch.uint8)
     return confidence, labels
 
 
@@ -176,9 +203,9 @@ def predict_labels(
     images: torch.Tensor,
     cfg: EvalConfig,
     out_size: Sequence[int] | None = None,
-    band_elements: int = BAND_ELEMENTS,
+    band_bytes: int = BAND_BYTES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(confidence, label), each (B, H, W): max (float32) and argmax (uint8) of the averaged
     probabilities of :func:`predict_probs`, with memory bounded by :func:`upsample_argmax`."""
     target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
-    return upsample_argmax(predict_passes(prob_fn, images, cfg), target, band_elements)
+    return upsample_argmax(pass_maps(prob_fn, images, cfg), target, band_bytes)
