@@ -18,7 +18,19 @@ import torch
 import yaml
 from PIL import Image
 
-from drsl.data.labels import CITYSCAPES_MAX_ID, PALETTE, SYNTHIA_MAX_ID
+from drsl.data.classes import ClassSet, load_class_set
+from drsl.data.labels import IGNORE_INDEX
+
+CITYSCAPES19 = load_class_set("cityscapes19")
+PALETTE = CITYSCAPES19.palette
+#: Largest valid raw label values of the real formats (Cityscapes label ids, SYNTHIA class ids).
+CITYSCAPES_MAX_ID = 33
+SYNTHIA_MAX_ID = 22
+
+
+def mapped_values(classes: ClassSet, mapping: str) -> dict[int, int]:
+    """{raw value: class id} of the raw values a mapping of ``classes`` maps to a class."""
+    return {raw: c for raw, c in classes.mapping(mapping).values.items() if c != IGNORE_INDEX}
 
 
 @dataclass

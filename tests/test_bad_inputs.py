@@ -74,7 +74,18 @@ def test_checkpoint_of_another_architecture(data: Path, tmp_path: Path, capsys: 
     code, err = run_cli(["evaluate", str(checkpoint), "model.light_width=2"], capsys)
     assert code == 2 and str(checkpoint) in err and "shape" in err
     code, err = run_cli(["evaluate", str(checkpoint), "model.num_classes=16"], capsys)
-    assert code == 2 and "decoder" in err
+    assert code == 2 and "model.num_classes=16 disagrees with data.classes=cityscapes19 (19 classes" in err
+    code, err = run_cli(["evaluate", str(checkpoint), "data.classes=cityscapes7"], capsys)
+    assert code == 2 and f"{checkpoint} predicts 19 classes (cityscapes19) but data.classes=cityscapes7 has 7" in err
+
+
+def test_class_count_disagreeing_with_the_init_checkpoint(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_training(load_config(resolve_config_path("synth/source_only"), base(data, tmp_path / "a")))
+    checkpoint = tmp_path / "a" / "checkpoints" / "latest.pt"
+    args = ["train", "synth/source_only", *base(data, tmp_path / "b"), f"init_checkpoint={checkpoint}", "data.classes=cityscapes7", "data.eval_subsets=[]"]
+    code, err = run_cli(args, capsys)
+    assert code == 2 and f"init_checkpoint {checkpoint} predicts 19 classes but the class set of this run has 7" in err
+    assert not (tmp_path / "b" / "checkpoints").exists()
 
 
 def test_garbage_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,12 +11,11 @@ import pytest
 
 from drsl.bench.compare import aggregate, markdown
 from drsl.cli import main
-from drsl.data.labels import CLASS_NAMES
-from fixtures import write_cityscapes, write_gta5
+from fixtures import CITYSCAPES19, write_cityscapes, write_gta5
 
 
 def _record(variant: str, seed: int, miou: float, precision: float = 0.9) -> dict:
-    per_class = {c: miou for c in CLASS_NAMES}
+    per_class = {c: miou for c in CITYSCAPES19.names}
     return {
         "variant": variant, "seed": seed, "miou": {"19": miou, "16": miou, "13": miou},
         "per_class_iou": per_class, "seconds": 10.0 + seed,

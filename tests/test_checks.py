@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fixtures import save_palette_label, truncate, write_cityscapes, write_gta5
+from fixtures import CITYSCAPES19, mapped_values, save_palette_label, truncate, write_cityscapes, write_gta5
 
 from drsl.config import DatasetConfig
 from drsl.data.checks import check_dataset, convert_dataset
 from drsl.data.errors import DataError
 from drsl.data.folder import FolderDataset
 from drsl.data.gta5 import GTA5Dataset
-from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID
 from drsl.data.registry import build_dataset
 
 
@@ -25,7 +24,7 @@ def train_id_histogram(raws: list[np.ndarray]) -> np.ndarray:
     counts = np.zeros(20, dtype=np.int64)
     for raw in raws:
         for value in raw.ravel().tolist():
-            counts[min(CITYSCAPES_ID_TO_TRAIN_ID.get(value, 255), 19)] += 1
+            counts[min(mapped_values(CITYSCAPES19, "cityscapes").get(value, 255), 19)] += 1
     return counts
 
 
@@ -41,7 +40,7 @@ def broken_gta5(root: Path):
 
 def test_check_report(tmp_path: Path) -> None:
     written = broken_gta5(tmp_path)
-    report = check_dataset(DatasetConfig(layout="gta5", root=str(tmp_path), on_error="fail"))
+    report = check_dataset(DatasetConfig(layout="gta5", root=str(tmp_path), on_error="fail"), CITYSCAPES19)
     counts = (report.num_found, report.num_samples, report.num_ok, report.num_labelled)
     assert counts == (5, 4, 2, 2)
     assert [(p.name, p.kind) for p in report.problems] == [
@@ -59,7 +58,7 @@ def test_check_report(tmp_path: Path) -> None:
 
 
 def test_check_wrong_root_is_reported(tmp_path: Path) -> None:
-    report = check_dataset(DatasetConfig(layout="synthia", root=str(tmp_path)))
+    report = check_dataset(DatasetConfig(layout="synthia", root=str(tmp_path)), CITYSCAPES19)
     assert [p.kind for p in report.problems] == ["layout"] and "RGB/" in report.problems[0].message
     assert "RGB/" in report.to_text()
 
@@ -67,19 +66,19 @@ def test_check_wrong_root_is_reported(tmp_path: Path) -> None:
 def test_check_unlabelled_cityscapes(tmp_path: Path) -> None:
     write_cityscapes(tmp_path, "train", labels=False)
     cfg = DatasetConfig(layout="cityscapes", root=str(tmp_path))
-    report = check_dataset(cfg, require_labels=False)
+    report = check_dataset(cfg, CITYSCAPES19, require_labels=False)
     assert report.ok and report.num_ok == 4 and report.num_labelled == 0
-    assert check_dataset(cfg).problems[0].kind == "layout"
+    assert check_dataset(cfg, CITYSCAPES19).problems[0].kind == "layout"
 
 
 def test_convert_round_trip(tmp_path: Path) -> None:
     write_cityscapes(tmp_path / "cs", "val")
     cfg = DatasetConfig(layout="cityscapes", root=str(tmp_path / "cs"), split="val")
     out = tmp_path / "out"
-    report = convert_dataset(cfg, out)
+    report = convert_dataset(cfg, CITYSCAPES19, out)
     assert report.ok and report.num_ok == 4
     assert yaml.safe_load((out / "class_map.yaml").read_text())[13] == 13
-    source = build_dataset(cfg)
+    source = build_dataset(cfg, CITYSCAPES19)
     converted = FolderDataset(out)
     assert [s.name for s in converted.samples] == [s.name for s in source.samples]
     stats = json.loads((out / "class_stats.json").read_text())
@@ -91,8 +90,8 @@ def test_convert_round_trip(tmp_path: Path) -> None:
         assert pixels.get("13", 0) == int((original["label"] == 13).sum())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cs", "out"]  # no temporary folders left
     with pytest.raises(FileExistsError, match="not empty"):
-        convert_dataset(cfg, out)
-    convert_dataset(cfg, out, overwrite=True)
+        convert_dataset(cfg, CITYSCAPES19, out)
+    convert_dataset(cfg, CITYSCAPES19, out, overwrite=True)
     assert len(FolderDataset(out)) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cs", "out"]
 
@@ -101,10 +100,10 @@ def test_convert_error_policy(tmp_path: Path) -> None:
     broken_gta5(tmp_path / "gta")
     cfg = DatasetConfig(layout="gta5", root=str(tmp_path / "gta"), on_error="fail")
     with pytest.raises(DataError, match="00002"):
-        convert_dataset(cfg, tmp_path / "out")
+        convert_dataset(cfg, CITYSCAPES19, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gta"]
     cfg.on_error = "skip"
-    report = convert_dataset(cfg, tmp_path / "out")
+    report = convert_dataset(cfg, CITYSCAPES19, tmp_path / "out")
     assert len(report.problems) == 3
     converted = FolderDataset(tmp_path / "out")
     assert [s.name for s in converted.samples] == ["00001", "00005"]

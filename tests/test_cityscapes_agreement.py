@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drsl.data.labels import CITYSCAPES_TABLE, CLASS_NAMES, apply_lookup
+from drsl.data.classes import load_class_set
+from drsl.data.labels import apply_lookup
 from drsl.evaluation.metrics import ConfusionMatrix, mean_iou, per_class_iou
+
+CLASSES = load_class_set("cityscapes19")
+CLASS_NAMES = CLASSES.names
+CITYSCAPES_TABLE = CLASSES.mapping("cityscapes").table()
 
 cs_eval = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
 
@@ -77,7 +82,7 @@ def test_miou_matches_cityscapesscripts(tmp_path: Path, seed: int) -> None:
     pairs = _write_dataset(tmp_path, seed)
     official = _official(tmp_path)
 
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(CLASSES.num_classes)
     for gt, pred in pairs:
         cm.update(apply_lookup(CITYSCAPES_TABLE, pred), apply_lookup(CITYSCAPES_TABLE, gt))
     ours = per_class_iou(cm.matrix)
@@ -87,7 +92,7 @@ def test_miou_matches_cityscapesscripts(tmp_path: Path, seed: int) -> None:
         assert math.isnan(value) == math.isnan(theirs), name
         if not math.isnan(value):
             assert value == pytest.approx(theirs, abs=1e-4), name
-    assert mean_iou(cm.matrix, 19) == pytest.approx(official["averageScoreClasses"], abs=1e-4)
+    assert mean_iou(cm.matrix) == pytest.approx(official["averageScoreClasses"], abs=1e-4)
     # The special cases really occurred.
     assert math.isnan(ours[CLASS_NAMES.index("train")])
     assert math.isnan(ours[CLASS_NAMES.index("truck")])

@@ -12,14 +12,14 @@ import pytest
 
 from drsl.config import DatasetConfig
 from drsl.data.class_balance import cached_class_pixel_counts, class_balanced_weights
-from drsl.data.labels import NUM_CLASSES
+from drsl.data.classes import load_class_set
 from drsl.data.registry import build_dataset
 from drsl.engine.sampling import ResumableSampler
 from fixtures import write_gta5
 
 
 def _counts(*rows: dict[int, int]) -> np.ndarray:
-    counts = np.zeros((len(rows), NUM_CLASSES), dtype=np.int64)
+    counts = np.zeros((len(rows), 19), dtype=np.int64)
     for i, row in enumerate(rows):
         for c, n in row.items():
             counts[i, c] = n
@@ -31,7 +31,7 @@ def test_weights_match_drawing_a_class_then_an_image_holding_it() -> None:
     temperature, min_share = 0.5, 0.05
     weights = class_balanced_weights(counts, temperature, min_share)
     # Independent simulation of the two-stage draw.
-    holds = [[c for c in range(NUM_CLASSES) if counts[i, c] >= min_share * counts[i].sum()] for i in range(4)]
+    holds = [[c for c in range(19) if counts[i, c] >= min_share * counts[i].sum()] for i in range(4)]
     classes = sorted({c for h in holds for c in h})
     share = counts.sum(0) / counts.sum()
     p = np.exp([(1 - share[c]) / temperature for c in classes])
@@ -76,12 +76,12 @@ def test_weighted_sampler_is_deterministic_resumable_and_split_over_ranks() -> N
 
 def test_label_counts_are_cached_and_recomputed_when_stale(tmp_path: Path) -> None:
     write_gta5(tmp_path / "src", n=4, size=(10, 12))
-    dataset = build_dataset(DatasetConfig(layout="gta5", root=str(tmp_path / "src")))
+    dataset = build_dataset(DatasetConfig(layout="gta5", root=str(tmp_path / "src")), load_class_set("cityscapes19"))
     cache = tmp_path / "counts.json"
     counts = cached_class_pixel_counts(dataset, cache, is_main=True)
     for i in range(len(dataset)):
         _, label = dataset.load(i)
-        np.testing.assert_array_equal(counts[i], np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES])
+        np.testing.assert_array_equal(counts[i], np.bincount(label.ravel(), minlength=256)[:19])
     stored = json.loads(cache.read_text())
     stored["counts"][0][0] += 7
     cache.write_text(json.dumps(stored))

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from fixtures import (
+    CITYSCAPES19,
+    mapped_values,
     save_image,
     save_palette_label,
     truncate,
@@ -26,9 +28,11 @@ from drsl.data.errors import DataError, LabelValueError
 from drsl.data.folder import FolderDataset
 from drsl.data.gta5 import GTA5Dataset
 from drsl.data.io import image_size, read_image, read_label, read_synthia_label
-from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, SYNTHIA_ID_TO_TRAIN_ID
 from drsl.data.registry import build_dataset
 from drsl.data.synthia import SynthiaDataset
+
+CITYSCAPES_IDS = mapped_values(CITYSCAPES19, "cityscapes")
+SYNTHIA_IDS = mapped_values(CITYSCAPES19, "synthia")
 
 
 def expected_train_ids(raw: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
@@ -50,9 +54,9 @@ def assert_items_match(dataset, written, mapping) -> None:
 def test_known_id_mappings() -> None:
     # Spot checks written out by hand: road, car, bicycle, unlabeled.
     raw = np.array([[7, 26, 33, 0]], dtype=np.uint8)
-    assert expected_train_ids(raw, CITYSCAPES_ID_TO_TRAIN_ID).tolist() == [[0, 13, 18, 255]]
+    assert expected_train_ids(raw, CITYSCAPES_IDS).tolist() == [[0, 13, 18, 255]]
     synthia = np.array([[3, 8, 1, 0]], dtype=np.uint16)
-    assert expected_train_ids(synthia, SYNTHIA_ID_TO_TRAIN_ID).tolist() == [[0, 13, 10, 255]]
+    assert expected_train_ids(synthia, SYNTHIA_IDS).tolist() == [[0, 13, 10, 255]]
 
 
 def test_gta5_read_back(tmp_path: Path) -> None:
@@ -60,7 +64,7 @@ def test_gta5_read_back(tmp_path: Path) -> None:
     assert Image.open(written.labels[0]).mode == "P"
     dataset = GTA5Dataset(tmp_path)
     assert len(dataset) == 3 and dataset.skipped == []
-    assert_items_match(dataset, written, CITYSCAPES_ID_TO_TRAIN_ID)
+    assert_items_match(dataset, written, CITYSCAPES_IDS)
 
 
 def test_synthia_three_channel_16bit(tmp_path: Path) -> None:
@@ -68,19 +72,19 @@ def test_synthia_three_channel_16bit(tmp_path: Path) -> None:
     stored = read_synthia_label(written.labels[0])
     assert stored.dtype == np.uint16
     np.testing.assert_array_equal(stored, written.raw_labels[0])
-    assert_items_match(SynthiaDataset(tmp_path), written, SYNTHIA_ID_TO_TRAIN_ID)
+    assert_items_match(SynthiaDataset(tmp_path), written, SYNTHIA_IDS)
 
 
 def test_synthia_single_channel(tmp_path: Path) -> None:
     written = write_synthia(tmp_path, n=2, channels=1)
-    assert_items_match(SynthiaDataset(tmp_path), written, SYNTHIA_ID_TO_TRAIN_ID)
+    assert_items_match(SynthiaDataset(tmp_path), written, SYNTHIA_IDS)
 
 
 def test_cityscapes_with_labels(tmp_path: Path) -> None:
     written = write_cityscapes(tmp_path, "val", per_city=2)
     dataset = CityscapesDataset(tmp_path, split="val")
     assert dataset.samples[0].name == "aachen/aachen_000000_000000"
-    assert_items_match(dataset, written, CITYSCAPES_ID_TO_TRAIN_ID)
+    assert_items_match(dataset, written, CITYSCAPES_IDS)
 
 
 def test_cityscapes_unlabelled_target(tmp_path: Path) -> None:
@@ -125,7 +129,7 @@ def test_folder_default_class_map_and_unknown_values(tmp_path: Path) -> None:
     with pytest.raises(LabelValueError, match=r"img0\.png.*\[3\]"):
         FolderDataset(tmp_path)[0]
     written.class_map.unlink()
-    with pytest.raises(DataError, match="class map"):
+    with pytest.raises(DataError, match="folder layout needs a label mapping"):
         FolderDataset(tmp_path)
 
 
@@ -226,7 +230,7 @@ def test_errors_pickle() -> None:
 def test_build_dataset_resize_and_transform(tmp_path: Path) -> None:
     write_gta5(tmp_path / "gta", n=2)
     cfg = DatasetConfig(layout="gta5", root=str(tmp_path / "gta"), resize=[6, 8])
-    dataset = build_dataset(cfg)
+    dataset = build_dataset(cfg, CITYSCAPES19)
     assert isinstance(dataset, GTA5Dataset)
     item = dataset[0]
     assert item["image"].shape == (3, 6, 8) and item["label"].shape == (6, 8)
@@ -235,15 +239,15 @@ def test_build_dataset_resize_and_transform(tmp_path: Path) -> None:
     def flip(image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return image.flip(-1), label.flip(-1)
 
-    flipped = build_dataset(cfg, transform=flip)[0]
+    flipped = build_dataset(cfg, CITYSCAPES19, transform=flip)[0]
     assert torch.equal(flipped["label"], item["label"].flip(-1))
     write_folder(tmp_path / "folder", n=2)
-    assert len(build_dataset(DatasetConfig(layout="folder", root=str(tmp_path / "folder")))) == 2
+    assert len(build_dataset(DatasetConfig(layout="folder", root=str(tmp_path / "folder")), CITYSCAPES19)) == 2
     write_cityscapes(tmp_path / "cs", "val")
     cityscapes = DatasetConfig(layout="cityscapes", root=str(tmp_path / "cs"), split="val")
-    assert len(build_dataset(cityscapes)) == 4
+    assert len(build_dataset(cityscapes, CITYSCAPES19)) == 4
     with pytest.raises(DataError, match="no root"):
-        build_dataset(DatasetConfig(layout="synthia"))
+        build_dataset(DatasetConfig(layout="synthia"), CITYSCAPES19)
 
 
 def test_dataloader_batches(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from drsl.data.labels import CLASS_NAMES, CLASS_SUBSETS, IGNORE_INDEX
+from drsl.data.classes import load_class_set
+from drsl.data.labels import IGNORE_INDEX
 from drsl.evaluation.metrics import (
     ConfusionMatrix,
     format_table,
@@ -27,6 +28,9 @@ from drsl.evaluation.metrics import (
 )
 
 FAST = settings(max_examples=40, deadline=None)
+CLASSES = load_class_set("cityscapes19")
+CLASS_NAMES = CLASSES.names
+CLASS_SUBSETS = CLASSES.subsets
 
 
 @st.composite
@@ -93,27 +97,27 @@ def test_merge_equals_update_on_concatenation(batches: list[tuple[np.ndarray, np
 @FAST
 @given(st.lists(pairs(19), min_size=1, max_size=4), st.randoms(use_true_random=False))
 def test_miou_invariant_to_image_order(batches: list, rnd: random.Random) -> None:
-    forward = ConfusionMatrix()
+    forward = ConfusionMatrix(19)
     for pred, label in batches:
         forward.update(pred, label)
     shuffled = list(batches)
     rnd.shuffle(shuffled)
-    backward = ConfusionMatrix()
+    backward = ConfusionMatrix(19)
     for pred, label in shuffled:
         backward.update(torch.from_numpy(pred), torch.from_numpy(label))
-    for k in CLASS_SUBSETS:
-        a, b = mean_iou(forward.matrix, k), mean_iou(backward.matrix, k)
+    for ids in CLASS_SUBSETS.values():
+        a, b = mean_iou(forward.matrix, ids), mean_iou(backward.matrix, ids)
         assert (math.isnan(a) and math.isnan(b)) or a == b
 
 
 @FAST
 @given(hnp.arrays(np.uint8, hnp.array_shapes(max_dims=3, max_side=8), elements=st.integers(0, 20)))
 def test_perfect_prediction_has_miou_one(label: np.ndarray) -> None:
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(19)
     cm.update(label, label)
-    for k, ids in CLASS_SUBSETS.items():
+    for ids in CLASS_SUBSETS.values():
         present = np.isin(label, ids).any()
-        assert mean_iou(cm.matrix, k) == 1.0 if present else math.isnan(mean_iou(cm.matrix, k))
+        assert mean_iou(cm.matrix, ids) == 1.0 if present else math.isnan(mean_iou(cm.matrix, ids))
     if (label < 19).any():
         assert pixel_accuracy(cm.matrix) == 1.0
 
@@ -132,7 +136,7 @@ def test_subset_miou_equals_matrix_on_subset_indices(batches: list, k: int) -> N
     for pred, label in batches:
         full.update(pred, label)
         sub.update(np.where((pred >= 0) & (pred < 19), remap[pred], -1), remap[label])
-    a, b = mean_iou(full.matrix, k), mean_iou(sub.matrix, range(k))
+    a, b = mean_iou(full.matrix, ids), mean_iou(sub.matrix, range(k))
     assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b)
 
 
@@ -158,16 +162,18 @@ def test_summary_is_json_ready_and_table_marks_subsets() -> None:
     label[label == CLASS_NAMES.index("train")] = IGNORE_INDEX
     pred = np.where(rng.random(label.shape) < 0.7, label, rng.integers(0, 19, label.shape))
     pred[pred == CLASS_NAMES.index("train")] = 0
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(19)
     cm.update(pred, label)
-    summary = summarize(cm.matrix)
+    summary = summarize(cm.matrix, CLASSES, [19, 16, 13])
     json.loads(json.dumps(summary, allow_nan=False))
     assert set(summary["miou"]) == {"19", "16", "13"}
     assert list(summary["per_class_iou"]) == list(CLASS_NAMES)
     assert summary["per_class_iou"]["train"] is None
     assert summary["num_pixels"] == int((label != IGNORE_INDEX).sum())
-    assert summary["miou"]["16"] == pytest.approx(mean_iou(cm.matrix, 16))
-    table = format_table(summary)
+    assert summary["miou"]["16"] == pytest.approx(mean_iou(cm.matrix, CLASS_SUBSETS[16]))
+    assert summary["unit"] == "fraction" and summary["class_set"] == "cityscapes19"
+    table = format_table(summary, "a run")
+    assert table.splitlines()[0] == "== a run ==" and "IoU %" in table
     for name in CLASS_NAMES:
         assert name in table
     terrain = next(line for line in table.splitlines() if line.startswith("terrain"))
@@ -197,7 +203,7 @@ def test_rejects_bad_inputs() -> None:
     with pytest.raises(ValueError):
         cm.merge(ConfusionMatrix(4))
     with pytest.raises(ValueError):
-        mean_iou(cm.matrix, 19)
+        mean_iou(cm.matrix, [0, 5])
 
 
 def test_all_reduce_is_noop_without_distributed() -> None:

@@ -70,7 +70,7 @@ def test_segmentor_applies_the_encoders_normalisation() -> None:
 
 
 def test_unknown_backbone_is_a_config_error() -> None:
-    cfg = ModelConfig(backbone="light")
+    cfg = ModelConfig(backbone="light", num_classes=19)
     cfg.backbone = "nope"  # type: ignore[assignment]
     with pytest.raises(ConfigError, match="model.backbone.*nope"):
         build_segmentor(cfg)

@@ -12,6 +12,7 @@ from drsl.config import load_config
 from drsl.configs import resolve_config_path
 from drsl.training import build_module
 from drsl.viz.grid import Tile, labelled_grid
+from fixtures import CITYSCAPES19
 from drsl.viz.panels import PanelWriter, make_panel
 
 SIZE = (40, 56)
@@ -49,9 +50,9 @@ def arrays(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def test_make_panel_is_an_rgb_grid() -> None:
-    panel = make_panel(**arrays())
+    panel = make_panel(**arrays(), classes=CITYSCAPES19)
     assert panel.dtype == np.uint8 and panel.ndim == 3 and panel.shape[2] == 3
-    with_modes = make_panel(**arrays(), target_mode_map=np.zeros((30, 60), dtype=np.uint8))
+    with_modes = make_panel(**arrays(), classes=CITYSCAPES19, target_mode_map=np.zeros((30, 60), dtype=np.uint8))
     assert with_modes.shape[0] == panel.shape[0] and with_modes.shape[1] > panel.shape[1]
 
 
@@ -71,7 +72,7 @@ def test_panel_writer_logs_every_n_without_touching_training(labelled_target: bo
     before = {k: v.clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
     rng_before = torch.get_rng_state()
     logger = RecordingLogger()
-    writer = PanelWriter(logger, every=2)  # type: ignore[arg-type]
+    writer = PanelWriter(logger, every=2, classes=CITYSCAPES19)  # type: ignore[arg-type]
     for iteration in (1, 2, 3, 4):
         writer.maybe_log(iteration, module, sample(0, True), sample(1, labelled_target))
     assert [step for step, _, _ in logger.images] == [2, 4]
@@ -80,5 +81,5 @@ def test_panel_writer_logs_every_n_without_touching_training(labelled_target: bo
     assert module.training and torch.equal(torch.get_rng_state(), rng_before)
     after = module.state_dict()
     assert all(torch.equal(value, after[key]) for key, value in before.items())
-    disabled = PanelWriter(logger, every=0)  # type: ignore[arg-type]
+    disabled = PanelWriter(logger, every=0, classes=CITYSCAPES19)  # type: ignore[arg-type]
     assert disabled.maybe_log(2, module, sample(0, True), sample(1, True)) is False

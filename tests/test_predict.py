@@ -13,9 +13,8 @@ from drsl.api import load_model
 from drsl.commands import export, predict
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
-from drsl.data.labels import NUM_CLASSES, colorize
 from drsl.training import run_training
-from fixtures import random_image, save_image, write_cityscapes, write_gta5
+from fixtures import CITYSCAPES19, random_image, save_image, write_cityscapes, write_gta5
 
 SIZE = (40, 56)
 KINDS = ("labels", "color", "overlay", "confidence")
@@ -89,8 +88,8 @@ def test_predict_writes_every_output(runs: dict[str, Path], inputs: dict[str, Pa
         image = np.asarray(Image.open(source))
         labels = np.asarray(Image.open(out / "labels" / f"{name}.png"))
         assert labels.shape == image.shape[:2] and labels.dtype == np.uint8
-        assert labels.max() < NUM_CLASSES
-        np.testing.assert_array_equal(np.asarray(Image.open(out / "color" / f"{name}.png")), colorize(labels))
+        assert labels.max() < CITYSCAPES19.num_classes
+        np.testing.assert_array_equal(np.asarray(Image.open(out / "color" / f"{name}.png")), CITYSCAPES19.colorize(labels))
         assert Image.open(out / "overlay" / f"{name}.jpg").size == Image.open(source).size
         confidence = Image.open(out / "confidence" / f"{name}.png")
         assert confidence.size == Image.open(source).size and confidence.mode == "L"

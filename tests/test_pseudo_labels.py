@@ -31,6 +31,7 @@ from drsl.adaptation.pseudo_labels import (
 )
 from drsl.adaptation.pseudo_labels import writer as writer_module
 from drsl.config import PseudoLabelConfig
+from fixtures import CITYSCAPES19
 
 
 def brute_thresholds(levels: np.ndarray, pred: np.ndarray, num_classes: int, permille: int):
@@ -204,6 +205,7 @@ def make_probs(seed: int = 5) -> list[np.ndarray]:
 
 
 def run_writer(out_dir: Path, probs: list[np.ndarray], portion: float = 0.3, **kwargs) -> dict:
+    kwargs.setdefault("class_names", CITYSCAPES19.names)
     writer = PseudoLabelWriter(out_dir, 19, 1, "round0/last.pt", {"seed": 0}, **kwargs)
     for name, p in zip(NAMES, probs):
         if writer.done(name):

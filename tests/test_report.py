@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from drsl.commands import report
-from drsl.data.labels import CLASS_NAMES
 from drsl.viz.report import write_report
 from drsl.viz.runs import load_run
+from fixtures import CITYSCAPES19
 from test_predict import train_tiny_runs
 
 
@@ -31,7 +31,7 @@ def test_report_compares_runs(runs: dict[str, Path], tmp_path: Path) -> None:
     html = out.read_text()
     assert_self_contained(html)
     assert "synth_source_only" in html and "synth_drsl" in html
-    assert "class='per-class'" in html and all(name in html for name in CLASS_NAMES)
+    assert "class='per-class'" in html and all(name in html for name in CITYSCAPES19.names)
     assert html.count("data:image/png;base64,") == 2 * 4  # 2 images x (image, truth, 2 predictions)
     assert "precision vs coverage" in html and "Confusion matrices" in html
     assert "<svg" in html and "xmlns" not in html

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_TABLE
 from drsl.data.synth import generate_benchmark, render_sample
 from drsl.data.synth.catalogue import CLASS_MODES
 from drsl.data.synth.photos import PHOTO_FILES, data_folder
+from fixtures import CITYSCAPES19, mapped_values
 
 COUNTS = {"num_source": 4, "num_target_train": 3, "num_target_val": 2}
 SIZES = {"source_size": (112, 64), "target_size": (128, 64)}
-VALID_IDS = set(CITYSCAPES_ID_TO_TRAIN_ID) | {0, 1}
+VALID_IDS = set(mapped_values(CITYSCAPES19, "cityscapes")) | {0, 1}
+CITYSCAPES_TABLE = CITYSCAPES19.mapping("cityscapes").table()
 
 
 def _generate(root: Path, seed: int, workers: int) -> Path:

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from drsl.config import Config, apply_overrides, config_from_dict, load_config
+from drsl.data.classes import ClassSet, bind_class_set, checkpoint_class_set
 from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drsl.engine.distributed import DistInfo, init_distributed, wants_cuda
 from drsl.evaluation.inference import predict_probs
@@ -32,11 +33,13 @@ def _config_for(state: dict[str, Any], path: str | Path, config: str | Path | No
 
 
 class SegmentationModel:
-    """A trained segmentor (and its DRSL regulariser, if any) ready for inference."""
+    """A trained segmentor (and its DRSL regulariser, if any) ready for inference; ``classes``
+    names and colours what it predicts."""
 
-    def __init__(self, module: torch.nn.Module, config: Config, device: torch.device) -> None:
+    def __init__(self, module: torch.nn.Module, config: Config, classes: ClassSet, device: torch.device) -> None:
         self.module = module.to(device).eval()
         self.config = config
+        self.classes = classes
         self.device = device
 
     @property
@@ -94,6 +97,7 @@ def load_model(
 
     state = load_checkpoint(checkpoint)
     cfg = _config_for(state, checkpoint, config, overrides or [])
+    classes = bind_class_set(cfg, checkpoint_class_set(state, checkpoint, cfg))
     cfg.init_checkpoint = None
     cfg.model.pretrained = None
     module = build_module(dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, host="rounds")))
@@ -101,16 +105,17 @@ def load_model(
     from drsl.models.weights import load_matching
 
     load_matching(module, weights, str(checkpoint))
-    return SegmentationModel(module, cfg, torch.device("cuda" if wants_cuda(device) else "cpu"))
+    return SegmentationModel(module, cfg, classes, torch.device("cuda" if wants_cuda(device) else "cpu"))
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write a slim inference checkpoint: weights (no teacher, no optimizer) and the config."""
+    """Write a slim inference checkpoint: weights (no teacher, no optimizer), config, class set."""
     state = load_checkpoint(checkpoint)
     slim = {
         "model": {k: v for k, v in state["model"].items() if not k.startswith("teacher.")},
         "config": state.get("config", {}),
         "iteration": state.get("iteration", 0),
+        **({"classes": state["classes"]} if state.get("classes") else {}),
     }
     save_checkpoint(out, slim)
     return Path(out)
@@ -120,7 +125,7 @@ def evaluate_checkpoint(
     checkpoint: str | Path, config: str | Path | None = None, overrides: list[str] | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """19/16/13-class mIoU of a checkpoint on its config's val set."""
+    """mIoU of a checkpoint on its config's val set, for each evaluation subset (e.g. 19/16/13)."""
     from drsl.data.registry import build_dataset
     from drsl.evaluation.evaluate import config_prob_fn, evaluate
 
@@ -130,8 +135,8 @@ def evaluate_checkpoint(
         raise CheckpointError(f"the config of {checkpoint} has no data.val: pass --config or data.val=...")
     summary, matrix = evaluate(
         config_prob_fn(model.module.segmentor, model.config, model.device),
-        build_dataset(model.config.data.val), model.config.eval,
-        dataclasses.replace(dist, device=model.device), model.config.model.num_classes,
+        build_dataset(model.config.data.val, model.classes), model.config.eval,
+        dataclasses.replace(dist, device=model.device), model.classes,
         model.config.data.eval_subsets, model.config.data.num_workers, progress=True,
     )
     summary["confusion_matrix"] = matrix.tolist()
@@ -154,7 +159,7 @@ def pseudo_label_checkpoint(
     fusion = fusion or ("agree" if model.has_modes else "none")
     dist: DistInfo = dataclasses.replace(init_distributed(device), device=model.device)
     return generate_pseudo_labels(
-        model.module, build_dataset(cfg.data.target, require_labels=False), out, cfg, dist,
+        model.module, build_dataset(cfg.data.target, model.classes, require_labels=False), out, cfg, dist,
         portion, round_index, fusion, checkpoint=str(checkpoint),
     )
 

@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--layout", required=True, choices=["gta5", "synthia", "cityscapes", "folder"],
                        help="on-disk layout of the dataset")
     check.add_argument("--split", default="train", help="Cityscapes split")
-    check.add_argument("--class-map", help="folder layout: YAML/JSON raw value -> train id map")
+    check.add_argument("--classes", default="cityscapes19", help="class set: a packaged name or a class file")
+    check.add_argument("--mapping", help="the class file's mapping of raw label values (default: the layout's own)")
+    check.add_argument("--class-map", help="folder layout: YAML/JSON raw value -> class id or name map")
     check.add_argument("--json", help="also write the report as JSON here")
     check.add_argument("--convert", metavar="OUT", help="write train-id PNGs and class statistics to OUT")
     check.add_argument("--overwrite", action="store_true", help="with --convert: replace OUT if it is not empty")
@@ -176,17 +178,19 @@ def _command_data(args: argparse.Namespace) -> int:
         return 0
     from drsl.config import DatasetConfig
     from drsl.data.checks import check_dataset, convert_dataset
+    from drsl.data.classes import load_class_set
     from drsl.fileio import atomic_write_json, require_free_folder
 
-    cfg = DatasetConfig(layout=args.layout, root=args.root, split=args.split, class_map=args.class_map)
+    classes = load_class_set(args.classes)
+    cfg = DatasetConfig(layout=args.layout, root=args.root, split=args.split, mapping=args.mapping, class_map=args.class_map)
     if args.convert:
         require_free_folder(args.convert, args.overwrite)
-    report = check_dataset(cfg)
+    report = check_dataset(cfg, classes)
     print(report.to_text())
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     if args.convert:
-        convert_dataset(cfg, args.convert, overwrite=args.overwrite)
+        convert_dataset(cfg, classes, args.convert, overwrite=args.overwrite)
         print(f"converted to {args.convert}")
     return 1 if report.problems else 0
 
@@ -222,7 +226,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate_checkpoint(args.checkpoint, args.config, _inference_overrides(args), args.device)
     from drsl.evaluation.metrics import format_table
 
-    print(format_table(summary))
+    print(format_table(summary, f"{args.checkpoint} on its validation set"))
     if args.out:
         from drsl.fileio import atomic_write_json
 

@@ -78,6 +78,8 @@ Portion = Annotated[float, Bounds(0, 1, low_open=True)]
 Momentum = Annotated[float, Bounds(0, 1, high_open=True)]
 #: [height, width] in pixels.
 Size = Annotated[list[Count], Bounds(length=2)]
+#: A number of classes: class ids stay below 255, the ignore value.
+ClassCount = Annotated[int, Bounds(1, 254)]
 Scales = Annotated[list[Positive], Bounds(min_length=1)]
 
 
@@ -91,7 +93,11 @@ class DatasetConfig:
     split: str = "train"
     #: Optional text file of sample names (one per line) restricting the dataset.
     list_file: str | None = None
-    #: folder layout only: YAML/JSON file mapping raw mask values to train ids.
+    #: Which mapping of the class file (data.classes) turns raw label values into classes; null:
+    #: the layout's own (cityscapes for gta5/cityscapes, synthia for synthia; folder: class_map).
+    mapping: str | None = None
+    #: folder layout only: YAML/JSON file mapping raw mask values to class ids or names (255 =
+    #: ignore); null: ROOT/class_map.yaml. Used when mapping is null.
     class_map: str | None = None
     #: Resize every image (and label, nearest) to this [height, width] before augmentation.
     resize: Size | None = None
@@ -131,6 +137,9 @@ class SourceSamplingConfig:
 class DataConfig:
     """Source (labelled), target (unlabelled) and target validation sets."""
 
+    #: The class set: a packaged name (cityscapes19, cityscapes7, synthia16, synthia13) or the
+    #: path of a class file (names, colours, evaluation subsets, raw label mappings).
+    classes: str = "cityscapes19"
     source: DatasetConfig = field(default_factory=DatasetConfig)
     target: DatasetConfig | None = None
     val: DatasetConfig | None = None
@@ -139,8 +148,9 @@ class DataConfig:
     source_sampling: SourceSamplingConfig = field(default_factory=SourceSamplingConfig)
     batch_size: Count = 2
     num_workers: NonNegativeInt = 2
-    #: Class subset sizes (19/16/13) reported by evaluation; the first is the headline mIoU.
-    eval_subsets: Annotated[list[Literal[19, 16, 13]], Bounds(min_length=1)] = field(default_factory=lambda: [19])
+    #: Evaluation subsets of the class set, by size (e.g. 19/16/13); the first is the headline
+    #: mIoU. Empty: all classes.
+    eval_subsets: list[ClassCount] = field(default_factory=list)
 
 
 @dataclass
@@ -167,7 +177,8 @@ class ModelConfig:
     aspp: Literal["full", "rates_6_12"] = "full"
     #: Width of the deeplabv3plus decoder (its fused features).
     decoder_channels: Count = 128
-    num_classes: Count = 19
+    #: Classes predicted; null: the size of the class set (data.classes), which it must equal.
+    num_classes: ClassCount | None = None
     #: Width multiplier of the light backbone (stage channels 16w, 32w, 64w, 128w).
     light_width: Count = 2
     #: Residual blocks per stage of the light backbone.

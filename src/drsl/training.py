@@ -19,6 +19,7 @@ from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config, ConfigError
 from drsl.data.class_balance import source_sampling_weights
+from drsl.data.classes import ClassSet, bind_class_set, stored_class_count, write_class_file
 from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
 from drsl.engine.checkpoint import load_checkpoint
@@ -37,14 +38,21 @@ from drsl.models.weights import load_matching
 log = logging.getLogger("drsl")
 
 
-def source_view(config: Config) -> SeededView:
+def source_view(config: Config, classes: ClassSet) -> SeededView:
     """The labelled source training set with its augmentation."""
-    return SeededView(build_dataset(config.data.source), build_train_transform(config.data.source_augment))
+    return SeededView(build_dataset(config.data.source, classes), build_train_transform(config.data.source_augment))
 
 
-def load_initial_weights(module: SelfTrainingModule, path: str) -> None:
-    """Initialise the segmentor (and regulariser, when present in the file) from a checkpoint."""
-    state = load_checkpoint(path)["model"]
+def load_initial_weights(module: SelfTrainingModule, path: str, num_classes: int) -> None:
+    """Initialise the segmentor (and regulariser, when present in the file) from a checkpoint
+    that predicts ``num_classes`` classes (another count is a ConfigError)."""
+    checkpoint = load_checkpoint(path)
+    stored = stored_class_count(checkpoint)
+    if stored is not None and stored != num_classes:
+        raise ConfigError(
+            f"init_checkpoint {path} predicts {stored} classes but the class set of this run has {num_classes}"
+        )
+    state = checkpoint["model"]
     for name in ("segmentor", "regularizer"):
         part = getattr(module, name)
         prefix = f"{name}."
@@ -54,7 +62,10 @@ def load_initial_weights(module: SelfTrainingModule, path: str) -> None:
 
 
 def build_module(config: Config) -> SelfTrainingModule:
-    """The training module for the configured method, with initial weights and EMA teacher."""
+    """The training module for the configured method, with initial weights and EMA teacher (the
+    config is bound to its class set first: see :func:`drsl.data.classes.bind_class_set`)."""
+    if config.model.num_classes is None:
+        bind_class_set(config)
     segmentor = build_model(config.model)
     regularizer: nn.Module | None = None
     if config.adapt.method == "drsl" and config.adapt.drsl.enabled:
@@ -63,20 +74,20 @@ def build_module(config: Config) -> SelfTrainingModule:
         )
     module = SelfTrainingModule(segmentor, config, regularizer)
     if config.init_checkpoint:
-        load_initial_weights(module, config.init_checkpoint)
+        load_initial_weights(module, config.init_checkpoint, config.model.num_classes)  # type: ignore[arg-type]
     if module.uses_target and config.adapt.host == "online":
         module.teacher = EMATeacher(module.student_parts(), config.adapt.ema_momentum)
     return module
 
 
-def make_evaluator(config: Config, val: Dataset, dist: DistInfo) -> Any:
+def make_evaluator(config: Config, val: Dataset, dist: DistInfo, classes: ClassSet) -> Any:
     """A callable(module, iteration) -> flat mIoU scalars on the validation set."""
 
     def run(module: nn.Module, iteration: int) -> dict[str, float]:
         module.eval()
         summary, _ = evaluate(
             config_prob_fn(module.segmentor, config, dist.device), val, config.eval, dist,  # type: ignore[arg-type]
-            config.model.num_classes, config.data.eval_subsets, config.data.num_workers,
+            classes, config.data.eval_subsets, config.data.num_workers,
         )
         module.train()
         return flat_scalars(summary)
@@ -84,14 +95,14 @@ def make_evaluator(config: Config, val: Dataset, dist: DistInfo) -> Any:
     return run
 
 
-def add_panels(trainer: Trainer, config: Config, source: Dataset, target: Dataset | None) -> None:
+def add_panels(trainer: Trainer, config: Config, source: Dataset, target: Dataset | None, classes: ClassSet) -> None:
     """Log a panel of the first source and target (else val) sample every train.panel_every steps.
 
     ``source`` is the plain (un-augmented) source dataset.
     """
     from drsl.viz.panels import PanelWriter
 
-    writer = PanelWriter(trainer.logger, config.train.panel_every)
+    writer = PanelWriter(trainer.logger, config.train.panel_every, classes)
     if writer.every <= 0 or target is None or not trainer.logger.enabled:
         return
     source_sample = source[0]
@@ -99,45 +110,37 @@ def add_panels(trainer: Trainer, config: Config, source: Dataset, target: Datase
     trainer.step_hooks.append(lambda it: writer.maybe_log(it, trainer.module, source_sample, target_sample))
 
 
-def check_class_count(config: Config, datasets: list[Dataset]) -> None:
-    """ConfigError when a dataset's labels hold train ids that ``model.num_classes`` cannot predict."""
-    for dataset in datasets:
-        highest = dataset.codec.max_train_id  # type: ignore[attr-defined]
-        if highest >= config.model.num_classes:
-            raise ConfigError(
-                f"model.num_classes={config.model.num_classes} but the labels of {dataset.root} "  # type: ignore[attr-defined]
-                f"hold train ids up to {highest}: set model.num_classes={highest + 1} or use a class map"
-            )
-
-
 def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> RunContext:
     """Seed, build datasets/model/trainer, and load ``checkpoint`` when resuming.
 
-    Every input (datasets, initial weights, the checkpoint) is read and checked here, and
-    nothing is written: a bad input stops the run before it touches its directory.
+    Every input (class set, datasets, initial weights, the checkpoint) is read and checked here,
+    and nothing is written: a bad input stops the run before it touches its directory.
     """
+    classes = bind_class_set(config)
     seed_everything(config.seed, config.train.deterministic)
     per_rank_batch(config, dist)
     logger = RunLogger(config.work_dir, enabled=dist.is_main)
     module = build_module(config)
-    source = source_view(config)
-    val = build_dataset(config.data.val) if config.data.val is not None else None
-    target = build_dataset(config.data.target, require_labels=False) if module.uses_target else None
-    check_class_count(config, [d for d in (source.dataset, val) if d is not None])
+    source = source_view(config, classes)
+    val = build_dataset(config.data.val, classes) if config.data.val is not None else None
+    target = build_dataset(config.data.target, classes, require_labels=False) if module.uses_target else None
     trainer = Trainer(
-        config, module, dist, logger, make_evaluator(config, val, dist) if val is not None else None
+        config, module, dist, logger, make_evaluator(config, val, dist, classes) if val is not None else None
     )
-    add_panels(trainer, config, source.dataset, target if target is not None else val)
+    trainer.metadata["classes"] = classes.to_dict()
+    add_panels(trainer, config, source.dataset, target if target is not None else val, classes)
     log_records = None
     if checkpoint is not None:
         log_records = trainer.resume(checkpoint)
         log.info("resuming from %s at iteration %d", checkpoint, trainer.iteration)
-    return RunContext(config, dist, trainer, logger, source, target, val, log_records=log_records)
+    return RunContext(config, dist, trainer, logger, source, target, val, classes, log_records=log_records)
 
 
 def start(ctx: RunContext) -> None:
-    """First writes of a run that owns its directory: the log cut back to the resumed checkpoint,
-    the source sampling weights (cached in the run directory)."""
+    """First writes of a run that owns its directory: the class set, the log cut back to the
+    resumed checkpoint, the source sampling weights (cached in the run directory)."""
+    if ctx.dist.is_main:
+        write_class_file(ctx.work_dir / "classes.yaml", ctx.classes)
     if ctx.trainer.iteration:
         ctx.logger.truncate(ctx.log_records, ctx.trainer.iteration)
     ctx.source_weights = source_sampling_weights(
@@ -154,14 +157,15 @@ def finish(ctx: RunContext) -> dict[str, Any]:
         ctx.module.eval()
         result, matrix = evaluate(
             config_prob_fn(ctx.module.segmentor, ctx.config, ctx.dist.device), ctx.val, ctx.config.eval,
-            ctx.dist, ctx.config.model.num_classes, ctx.config.data.eval_subsets,
+            ctx.dist, ctx.classes, ctx.config.data.eval_subsets,
             ctx.config.data.num_workers, progress=True,
         )
         summary.update(result)
         summary["confusion_matrix"] = matrix.tolist()
         ctx.logger.scalars(ctx.trainer.iteration, flat_scalars(result), prefix="val/")
         if ctx.dist.is_main:
-            print(format_table(result))
+            print(format_table(result, f"{ctx.config.name}: target validation at iteration "
+                                       f"{ctx.trainer.iteration} ({ctx.work_dir})"))
     if ctx.dist.is_main:
         atomic_write_json(ctx.work_dir / "eval.json", summary)
     return summary
@@ -180,6 +184,7 @@ def run_training(
     ``allow_config_change``. See :mod:`drsl.engine.run_dir`.
     """
     dist = init_distributed(device)
+    bind_class_set(config)  # before the config is compared with the run directory's
     plan = plan_run(config, resume, overwrite, allow_config_change)
     barrier()  # every process reads the directory before the main one writes to it
     if plan.finished:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config, ConfigError
+from drsl.data.classes import ClassSet
 from drsl.data.labels import IGNORE_INDEX
 from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import RunLogger
@@ -33,6 +34,8 @@ class RunContext:
     source: Dataset
     target: Dataset | None
     val: Dataset | None
+    #: The classes the model predicts (data.classes, resolved).
+    classes: ClassSet
     #: Per-image source sampling probabilities (class-balanced sampling), None for uniform.
     source_weights: np.ndarray | None = None
     #: metrics.jsonl records written when the resumed checkpoint was saved (None: not known).

@@ -41,16 +41,17 @@ def generate_pseudo_labels(
     checkpoint: str,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write class-balanced pseudo-labels of ``dataset`` to ``out_dir``; returns the manifest.
+    """Write class-balanced pseudo-labels of ``dataset`` (of its class set) to ``out_dir``;
+    returns the manifest.
 
     ``module`` has ``segmentor`` and ``regularizer`` (None without DRSL). Images already stored
     by a killed pass are re-read, not recomputed; the result is byte-identical either way.
     """
     settings = config.adapt.pseudo_label
     writer = PseudoLabelWriter.from_config(
-        out_dir, settings, config.model.num_classes, round_index, checkpoint,
+        out_dir, settings, dataset.classes.num_classes, round_index, checkpoint,
         extra={"portion_schedule": dataclasses.asdict(settings), "target_root": str(dataset.root)},
-        overwrite=False,
+        class_names=dataset.classes.names, overwrite=False,
     )
     writer.fusion = fusion
     eval_cfg = dataclasses.replace(config.eval, flip=settings.flip, scales=list(settings.scales))

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from drsl.data.labels import CLASS_NAMES
 from drsl.fileio import atomic_write_json, atomic_write_text
 
 
@@ -126,7 +125,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [r for r in records if r["variant"] == name]
         miou = [100 * r["miou"]["19"] for r in rows]
         per_class = {
-            c: _mean_std([100 * (r["per_class_iou"][c] or 0.0) for r in rows])[0] for c in CLASS_NAMES
+            c: _mean_std([100 * (r["per_class_iou"][c] or 0.0) for r in rows])[0] for c in rows[0]["per_class_iou"]
         }
         rounds: dict[int, list[dict[str, Any]]] = {}
         for r in rows:
@@ -178,7 +177,8 @@ def markdown(table: dict[str, Any], command: str, shift: str) -> str:
                 f"| {name} | {round_index} | {pl['precision'][0]:.1f} ± {pl['precision'][1]:.1f} "
                 f"| {pl['coverage'][0]:.1f} ± {pl['coverage'][1]:.1f} |"
             )
-    present = [c for c in CLASS_NAMES if any(row["per_class"][c] > 0 for row in table.values())]
+    names = next(iter(table.values()))["per_class"] if table else {}
+    present = [c for c in names if any(row["per_class"][c] > 0 for row in table.values())]
     lines += ["", "Per-class IoU (mean over seeds):", "",
               "| method | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
     for name, row in table.items():

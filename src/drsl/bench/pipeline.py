@@ -26,11 +26,14 @@ import torch
 from PIL import Image
 
 from drsl.bench.standalone import report_result, standalone_main
-from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, PALETTE
+from drsl.data.classes import load_class_set
+from drsl.data.labels import IGNORE_INDEX
 from drsl.fileio import atomic_write_png
 
-#: Cityscapes label ids that map to a train id (no pixel of these is ignored).
-VALID_IDS: tuple[int, ...] = tuple(sorted(CITYSCAPES_ID_TO_TRAIN_ID))
+#: The class set of the GTA5 and Cityscapes layouts measured here.
+CLASSES = load_class_set("cityscapes19")
+#: Cityscapes label ids that map to a class (no pixel of these is ignored).
+VALID_IDS: tuple[int, ...] = tuple(raw for raw, c in CLASSES.mapping("cityscapes").values.items() if c != IGNORE_INDEX)
 
 #: Native sizes (height, width) and the paper lineage's resize and crop ([h, w]).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -66,7 +69,7 @@ def synthetic_label(
 def _write_palette(path: Path, ids: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(ids)
-    image.putpalette(np.resize(PALETTE, (256, 3)).ravel().tolist())
+    image.putpalette(np.resize(CLASSES.palette, (256, 3)).ravel().tolist())
     image.save(path)
 
 
@@ -142,8 +145,8 @@ def stage_times(name: str, root: Path, crop: list[int], samples: int) -> dict[st
     from drsl.engine.sampling import SeededView
 
     preset = PRESETS[name]
-    plain = build_dataset(_dataset_config(name, root, None))
-    resized = build_dataset(_dataset_config(name, root, preset["resize"]))
+    plain = build_dataset(_dataset_config(name, root, None), CLASSES)
+    resized = build_dataset(_dataset_config(name, root, preset["resize"]), CLASSES)
     n = len(plain)
     full = SeededView(resized, build_train_transform(AugmentConfig(crop_size=crop)))
     geometric = SeededView(resized, build_train_transform(AugmentConfig(crop_size=crop, photometric=False)))
@@ -183,7 +186,7 @@ def loader_throughput(
 
     preset = PRESETS[name]
     view = SeededView(
-        build_dataset(_dataset_config(name, root, preset["resize"])),
+        build_dataset(_dataset_config(name, root, preset["resize"]), CLASSES),
         build_train_transform(AugmentConfig(crop_size=crop)),
     )
     config = Config()

@@ -59,6 +59,7 @@ def make_config(method: str, backbone: str, amp: str, channels_last: bool, light
     config.work_dir = tempfile.gettempdir()
     config.model.backbone = backbone  # type: ignore[assignment]
     config.model.light_width = light_width
+    config.model.num_classes = 19  # data.classes: cityscapes19, the paper benchmarks' classes
     config.adapt.method = method  # type: ignore[assignment]
     config.adapt.pseudo_label.fusion = "none"
     config.optim.lr = 1e-3
@@ -156,13 +157,14 @@ class PseudoLabelPass:
 
     def __init__(self, trainer: Any, args: argparse.Namespace, device: torch.device) -> None:
         from drsl.bench.pipeline import write_cityscapes_like
+        from drsl.data.classes import load_class_set
         from drsl.data.registry import build_dataset
 
         self.tmp = tempfile.TemporaryDirectory(prefix="drsl_bench_pl_")
         root = write_cityscapes_like(Path(self.tmp.name) / "target", "train", args.pseudo_images, tuple(args.crop))
         config = copy.deepcopy(trainer.config)
         config.data.target = type(config.data.source)(layout="cityscapes", root=str(root), split="train")
-        self.dataset = build_dataset(config.data.target, require_labels=False)
+        self.dataset = build_dataset(config.data.target, load_class_set(config.data.classes), require_labels=False)
         self.config, self.module, self.device = config, trainer.module, device
         self.calls = 0
 

@@ -18,7 +18,6 @@ from drsl.data.errors import DataError
 from drsl.commands import options
 from drsl.commands.help import add_device
 from drsl.data.io import image_size, read_image
-from drsl.data.labels import colorize
 from drsl.engine.logging import progress
 from drsl.fileio import atomic_write_bytes, atomic_write_png
 from drsl.viz.overlay import colorize_modes, confidence_to_uint8, label_overlay
@@ -26,6 +25,7 @@ from drsl.viz.grid import Tile, labelled_grid
 
 if TYPE_CHECKING:
     from drsl.api import SegmentationModel
+    from drsl.data.classes import ClassSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Tile height range of --panels images: small inputs are enlarged, large ones reduced.
@@ -144,8 +144,8 @@ def write_jpeg(path: Path, array: np.ndarray) -> None:
 class PredictionWriter:
     """Writes the outputs of one image under ``out_dir`` (see the command's help)."""
 
-    def __init__(self, out_dir: Path, num_modes: int | None, panels: bool, alpha: float) -> None:
-        self.out_dir, self.num_modes, self.panels, self.alpha = out_dir, num_modes, panels, alpha
+    def __init__(self, out_dir: Path, classes: ClassSet, num_modes: int | None, panels: bool, alpha: float) -> None:
+        self.out_dir, self.classes, self.num_modes, self.panels, self.alpha = out_dir, classes, num_modes, panels, alpha
 
     def path(self, kind: str, name: str, suffix: str = ".png") -> Path:
         """Where output ``kind`` of image ``name`` goes."""
@@ -154,8 +154,8 @@ class PredictionWriter:
     def write(self, prediction: Prediction) -> None:
         """Write every output of one image."""
         name, image, labels, modes = prediction.item.name, prediction.image, prediction.labels, prediction.modes
-        color = colorize(labels)
-        overlay = label_overlay(image, labels, self.alpha)
+        color = self.classes.colorize(labels)
+        overlay = label_overlay(image, labels, self.classes, self.alpha)
         atomic_write_png(self.path("labels", name), labels)
         atomic_write_png(self.path("color", name), color)
         write_jpeg(self.path("overlay", name, ".jpg"), overlay)
@@ -176,7 +176,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="segment images or folders and write labels, colours, overlays, confidence",
         description="Writes, per image NAME (folder inputs keep their sub-folders): labels/NAME.png "
-        "(uint8 train ids), color/NAME.png (Cityscapes palette), overlay/NAME.jpg, confidence/NAME.png "
+        "(uint8 class ids), color/NAME.png (the class set's colours), overlay/NAME.jpg, confidence/NAME.png "
         "(max probability x 255) and, for DRSL checkpoints, modes/NAME.png (one colour per mode) and "
         "modes_raw/NAME.png (uint8 mode ids, 255 = unlabelled). Unreadable inputs are skipped and "
         "counted; the exit status is 1 if any failed.",
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     problems += unreadable
     model = load_model(args.checkpoint, args.config, inference_overrides(args), args.device)
     num_modes = model.module.regularizer.num_modes if model.has_modes else None
-    writer = PredictionWriter(out_dir, num_modes, args.panels, args.alpha)
+    writer = PredictionWriter(out_dir, model.classes, num_modes, args.panels, args.alpha)
     done = 0
     with progress(total=sum(len(b) for b in batches), desc="predict", unit="img") as bar:
         for result in predict_batches(model, batches):

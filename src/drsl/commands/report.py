@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "pseudo-label quality, confusion matrices, sample predictions)",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (work_dir of drsl train)")
-    parser.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    parser.add_argument("--out", help="HTML file to write (default: report.html inside the run directory; for "
+                        "several runs, in the folder that holds them)")
     parser.add_argument("--samples", type=options.non_negative_int, default=3, help="validation images with predictions (0: none)")
     add_device(parser, "for the sample predictions")
 

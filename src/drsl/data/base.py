@@ -1,8 +1,10 @@
 """The shared segmentation dataset: sample discovery, header screening, label decoding, items.
 
 A layout module subclasses :class:`SegmentationDataset` and supplies two things: how to find the
-candidate samples under its root (:meth:`~SegmentationDataset.discover`) and how to read and map
-its label files (:meth:`~SegmentationDataset.label_codec`). Everything else is shared: the
+candidate samples under its root (:meth:`~SegmentationDataset.discover`) and how to read its label
+files (``read_raw``, with the name of the class-set mapping they use, ``native_mapping``). The
+class set (:mod:`drsl.data.classes`) says which raw values are which classes. Everything else is
+shared: the
 ``list_file`` restriction, the cheap header checks at construction (missing or unreadable files,
 image/label size mismatches) with the ``on_error`` policy, and ``__getitem__``.
 """
@@ -19,8 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from drsl.config import ConfigError
+from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 from drsl.data.errors import DataError, LabelValueError
-from drsl.data.io import image_size, read_image
+from drsl.data.io import image_size, read_image, read_label
 from drsl.data.labels import IGNORE_INDEX, apply_lookup, lookup_table
 from drsl.data.transforms import PairTransform, resize_pair
 
@@ -79,13 +83,6 @@ class LabelCodec:
         table = lookup_table(mapping, max_id=int(np.flatnonzero(valid).max()))
         return cls(read, table, valid, expected)
 
-    @property
-    def max_train_id(self) -> int:
-        """The highest train id a valid label value maps to (-1 when all map to ignore)."""
-        ids = self.table[self.valid]
-        ids = ids[ids != IGNORE_INDEX]
-        return int(ids.max()) if ids.size else -1
-
     def unknown_values(self, raw: np.ndarray) -> list[int]:
         """Distinct values of ``raw`` that are not valid (at most 10)."""
         bad = raw[~self.valid[raw]]
@@ -130,10 +127,12 @@ def same_name_samples(
 
 
 class SegmentationDataset(Dataset[dict[str, Any]]):
-    """Images with train-id labels; items are dicts of image, label, name and index.
+    """Images with class-id labels; items are dicts of image, label, name and index.
 
-    ``image`` is a uint8 3xHxW tensor, ``label`` an int64 HxW tensor (255 = ignore, all 255 for
-    samples without labels). ``resize`` ([h, w]) is applied before ``transform`` (a callable
+    ``image`` is a uint8 3xHxW tensor, ``label`` an int64 HxW tensor of ``classes`` ids (255 =
+    ignore, all 255 for samples without labels). ``classes`` defaults to the packaged
+    ``cityscapes19`` (the official layouts' own classes); ``mapping`` names the class set's
+    mapping of raw label values (default: the layout's ``native_mapping``). ``resize`` ([h, w]) is applied before ``transform`` (a callable
     ``(image, label) -> (image, label)``). Samples dropped at construction under
     ``on_error="skip"`` are listed in :attr:`skipped`; under ``"fail"`` the first one raises.
     Files that turn out unreadable in ``__getitem__`` always raise :class:`DataError`.
@@ -143,11 +142,17 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
     layout_name: ClassVar[str] = ""
     #: Suffix stripped from names read from a ``list_file`` (e.g. Cityscapes' "_leftImg8bit").
     name_suffix: ClassVar[str] = ""
+    #: The class-set mapping this layout's label files use unless the config names another.
+    native_mapping: ClassVar[str | None] = None
+    #: Reads one raw label file (an HxW integer array).
+    read_raw: ClassVar[Callable[[str | Path], np.ndarray]] = staticmethod(read_label)
 
     def __init__(
         self,
         root: str | Path,
         *,
+        classes: ClassSet | None = None,
+        mapping: str | None = None,
         list_file: str | Path | None = None,
         resize: list[int] | None = None,
         transform: PairTransform | None = None,
@@ -160,6 +165,8 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         self.resize = resize
         self.transform = transform
         self.require_labels = require_labels
+        self.classes = classes or load_class_set(DEFAULT_CLASS_SET)
+        self.mapping = mapping
         if not self.root.is_dir():
             raise DataError(self.root, f"{self.layout_name} root does not exist or is not a folder")
         self.codec = self.label_codec()
@@ -190,8 +197,16 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         raise NotImplementedError
 
     def label_codec(self) -> LabelCodec:
-        """How this layout's label files are read and mapped to train ids."""
-        raise NotImplementedError
+        """How this layout's label files are read and mapped to class ids: ``read_raw`` and the
+        class set's mapping named ``mapping`` (else the layout's ``native_mapping``)."""
+        name = self.mapping or self.native_mapping
+        if name is None:
+            raise DataError(self.root, f"the {self.layout_name} layout needs a label mapping (mapping: NAME)")
+        try:
+            raw = self.classes.mapping(name)
+        except ConfigError as exc:
+            raise DataError(self.root, f"{self.layout_name} labels: {exc}") from None
+        return LabelCodec.from_mapping(type(self).read_raw, raw.values, raw.valid_values, raw.description)
 
     def subfolder(self, relative: str) -> Path:
         """``root/relative``, or a DataError saying which folder the layout expects."""

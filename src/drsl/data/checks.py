@@ -1,8 +1,9 @@
 """Dataset health checks and conversion to the folder layout (``drsl data check`` / ``convert``).
 
 :func:`check_dataset` decodes every sample once and reports counts, problems (missing,
-unreadable, size-mismatched files and unknown label values) and per-class pixel statistics.
-:func:`convert_dataset` writes a dataset as images + train-id masks in the folder layout.
+unreadable, size-mismatched files and unknown label values) and per-class pixel statistics, for
+the classes of a class set. :func:`convert_dataset` writes a dataset as images + class-id masks
+in the folder layout.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import yaml
 
 from drsl.config import DatasetConfig
 from drsl.data.base import OnError, Problem, Sample, SegmentationDataset
+from drsl.data.classes import ClassSet, write_class_file
 from drsl.data.errors import DataError, LabelValueError
-from drsl.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from drsl.data.labels import IGNORE_INDEX
 from drsl.data.registry import build_dataset
 from drsl.fileio import (
     atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text, require_free_folder, staged_folder,
@@ -33,6 +35,8 @@ class CheckReport:
     layout: str
     root: str
     split: str
+    #: Names of the classes counted (the class set's, in id order).
+    class_names: list[str]
     #: Images found under the root (before the list file and screening).
     num_found: int = 0
     #: Samples that passed the header checks and were decoded.
@@ -41,13 +45,17 @@ class CheckReport:
     num_ok: int = 0
     num_labelled: int = 0
     problems: list[Problem] = field(default_factory=list)
-    #: Pixels per train id, and ignored pixels, over the labelled good samples.
-    pixel_counts: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
+    #: Pixels per class id, and ignored pixels, over the labelled good samples.
+    pixel_counts: list[int] = field(default_factory=list)
     ignore_pixels: int = 0
-    #: Labelled good samples containing each train id.
-    images_with_class: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
+    #: Labelled good samples containing each class id.
+    images_with_class: list[int] = field(default_factory=list)
     #: Unknown raw label value -> number of label files holding it.
     unknown_values: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pixel_counts = self.pixel_counts or [0] * len(self.class_names)
+        self.images_with_class = self.images_with_class or [0] * len(self.class_names)
 
     @property
     def ok(self) -> bool:
@@ -56,15 +64,15 @@ class CheckReport:
 
     @property
     def class_image_fraction(self) -> list[float]:
-        """Fraction of labelled good samples containing each train id."""
+        """Fraction of labelled good samples containing each class id."""
         return [n / self.num_labelled if self.num_labelled else 0.0 for n in self.images_with_class]
 
     def add_label(self, label: np.ndarray) -> np.ndarray:
-        """Count one train-id label into the statistics; returns its 256-bin histogram."""
+        """Count one class-id label into the statistics; returns its 256-bin histogram."""
         counts = np.bincount(label.ravel(), minlength=256)
         self.num_labelled += 1
         self.ignore_pixels += int(counts[IGNORE_INDEX])
-        for train_id in range(NUM_CLASSES):
+        for train_id in range(len(self.class_names)):
             self.pixel_counts[train_id] += int(counts[train_id])
             self.images_with_class[train_id] += int(counts[train_id] > 0)
         return counts
@@ -77,9 +85,9 @@ class CheckReport:
             "num_labelled": self.num_labelled,
             "problems": [dataclasses.asdict(problem) for problem in self.problems],
             "classes": [
-                {"train_id": i, "name": CLASS_NAMES[i], "pixels": self.pixel_counts[i],
+                {"train_id": i, "name": name, "pixels": self.pixel_counts[i],
                  "image_fraction": self.class_image_fraction[i]}
-                for i in range(NUM_CLASSES)
+                for i, name in enumerate(self.class_names)
             ],
             "ignore_pixels": self.ignore_pixels,
             "unknown_values": {str(value): n for value, n in sorted(self.unknown_values.items())},
@@ -110,7 +118,7 @@ class CheckReport:
             lines.append(f"  class statistics over {self.num_labelled} labels "
                          f"({100 * self.ignore_pixels / total:.1f}% of pixels ignored):")
             lines.append(f"    {'id':>3} {'class':<14} {'pixels':>12} {'share':>7} {'images':>7}")
-            for i, name in enumerate(CLASS_NAMES):
+            for i, name in enumerate(self.class_names):
                 share = 100 * self.pixel_counts[i] / total
                 images = 100 * self.class_image_fraction[i]
                 pixels = self.pixel_counts[i]
@@ -118,10 +126,10 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _open(cfg: DatasetConfig, require_labels: bool, on_error: OnError) -> SegmentationDataset:
+def _open(cfg: DatasetConfig, classes: ClassSet, require_labels: bool, on_error: OnError) -> SegmentationDataset:
     """The dataset of ``cfg`` at file resolution, without a transform."""
     plain = dataclasses.replace(cfg, resize=None, on_error=on_error)
-    return build_dataset(plain, require_labels=require_labels)
+    return build_dataset(plain, classes, require_labels=require_labels)
 
 
 def _scan(
@@ -152,11 +160,12 @@ def _scan(
         yield sample, label, (report.add_label(label) if sample.label_path is not None else None)
 
 
-def check_dataset(cfg: DatasetConfig, require_labels: bool = True) -> CheckReport:
-    """Check every file of the dataset ``cfg`` describes; problems are reported, never raised."""
-    report = CheckReport(cfg.layout, cfg.root, cfg.split)
+def check_dataset(cfg: DatasetConfig, classes: ClassSet, require_labels: bool = True) -> CheckReport:
+    """Check every file of the dataset ``cfg`` describes, counting the classes of ``classes``;
+    problems are reported, never raised."""
+    report = CheckReport(cfg.layout, cfg.root, cfg.split, list(classes.names))
     try:
-        dataset = _open(cfg, require_labels, "skip")
+        dataset = _open(cfg, classes, require_labels, "skip")
     except DataError as exc:
         report.problems.append(Problem("", "layout", exc.path, exc.problem))
         return report
@@ -166,19 +175,19 @@ def check_dataset(cfg: DatasetConfig, require_labels: bool = True) -> CheckRepor
 
 
 def convert_dataset(
-    cfg: DatasetConfig, out_dir: str | Path, overwrite: bool = False
+    cfg: DatasetConfig, classes: ClassSet, out_dir: str | Path, overwrite: bool = False
 ) -> CheckReport:
     """Write ``cfg``'s labelled dataset to ``out_dir`` in the folder layout, all or nothing.
 
     ``out_dir/images/NAME.ext`` are byte copies of the source images, ``out_dir/masks/NAME.png``
-    uint8 train-id masks, ``class_map.yaml`` the identity map and ``class_stats.json`` per-image
-    pixel counts. Everything is built in a temporary sibling folder and renamed into place, so
+    uint8 class-id masks of ``classes``, ``class_map.yaml`` the identity map, ``classes.yaml``
+    the class set and ``class_stats.json`` per-image pixel counts. Everything is built in a temporary sibling folder and renamed into place, so
     ``out_dir`` is either absent or complete. Broken samples follow ``cfg.on_error``.
     """
     out_dir = Path(out_dir)
     require_free_folder(out_dir, overwrite)
-    dataset = _open(cfg, True, cfg.on_error)
-    report = CheckReport(cfg.layout, cfg.root, cfg.split)
+    dataset = _open(cfg, classes, True, cfg.on_error)
+    report = CheckReport(cfg.layout, cfg.root, cfg.split, list(classes.names))
     per_image: dict[str, dict[str, Any]] = {}
     with staged_folder(out_dir) as tmp:
         for sample, label, counts in _scan(dataset, report, cfg.on_error):
@@ -187,14 +196,15 @@ def convert_dataset(
             atomic_write_bytes(image_out, sample.image_path.read_bytes())
             atomic_write_png(tmp / "masks" / f"{sample.name}.png", label)
             per_image[sample.name] = {
-                "pixels": {str(i): int(counts[i]) for i in range(NUM_CLASSES) if counts[i]},
+                "pixels": {str(i): int(counts[i]) for i in range(classes.num_classes) if counts[i]},
                 "ignore": int(counts[IGNORE_INDEX]),
             }
-        identity = {i: i for i in range(NUM_CLASSES)} | {IGNORE_INDEX: IGNORE_INDEX}
+        identity = classes.mapping("ids").values
         atomic_write_text(tmp / "class_map.yaml", yaml.safe_dump(identity))
+        write_class_file(tmp / "classes.yaml", classes)
         atomic_write_json(tmp / "class_stats.json", {
             "source": {"layout": cfg.layout, "root": cfg.root, "split": cfg.split},
-            "classes": list(CLASS_NAMES),
+            "classes": list(classes.names),
             "skipped": [dataclasses.asdict(problem) for problem in report.problems],
             "images": per_image,
         })

@@ -5,20 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drsl.data.base import LabelCodec, Sample, SegmentationDataset
-from drsl.data.io import read_label
-from drsl.data.labels import CITYSCAPES_ID_TO_TRAIN_ID, CITYSCAPES_MAX_ID
+from drsl.data.base import Sample, SegmentationDataset
 
 IMAGE_SUFFIX = "_leftImg8bit"
 LABEL_SUFFIX = "_gtFine_labelIds"
-
-
-def cityscapes_id_codec() -> LabelCodec:
-    """Label maps of Cityscapes label ids 0..33 (Cityscapes ``*_labelIds.png`` and GTA5)."""
-    return LabelCodec.from_mapping(
-        read_label, CITYSCAPES_ID_TO_TRAIN_ID, range(CITYSCAPES_MAX_ID + 1),
-        f"Cityscapes label ids 0..{CITYSCAPES_MAX_ID}",
-    )
 
 
 class CityscapesDataset(SegmentationDataset):
@@ -30,6 +20,7 @@ class CityscapesDataset(SegmentationDataset):
 
     layout_name = "Cityscapes"
     name_suffix = IMAGE_SUFFIX
+    native_mapping = "cityscapes"
 
     def __init__(self, root: str | Path, split: str = "train", **kwargs: Any) -> None:
         self.split = split
@@ -55,6 +46,3 @@ class CityscapesDataset(SegmentationDataset):
             label = labels / city / f"{stem}{LABEL_SUFFIX}.png"
             samples.append(Sample(f"{city}/{stem}", path, label))
         return samples
-
-    def label_codec(self) -> LabelCodec:
-        return cityscapes_id_codec()

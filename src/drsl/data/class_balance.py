@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from drsl.data.labels import NUM_CLASSES
 from drsl.engine.distributed import barrier
 from drsl.engine.logging import progress
 from drsl.fileio import atomic_write_json
@@ -26,17 +25,18 @@ if TYPE_CHECKING:
 
 
 def class_pixel_counts(dataset: SegmentationDataset, show_progress: bool = True) -> np.ndarray:
-    """Pixels of each train id in each sample's label: an int64 array [samples, classes]."""
-    counts = np.zeros((len(dataset), NUM_CLASSES), dtype=np.int64)
+    """Pixels of each class in each sample's label: an int64 array [samples, classes]."""
+    num_classes = dataset.classes.num_classes
+    counts = np.zeros((len(dataset), num_classes), dtype=np.int64)
     for index, sample in enumerate(progress(dataset.samples, show_progress, desc="class counts")):
         if sample.label_path is not None:
             label = dataset.codec.decode(sample.label_path)
-            counts[index] = np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES]
+            counts[index] = np.bincount(label.ravel(), minlength=256)[:num_classes]
     return counts
 
 
 def cached_class_pixel_counts(dataset: SegmentationDataset, cache: Path, is_main: bool) -> np.ndarray:
-    """:func:`class_pixel_counts`, read from ``cache`` when it lists the same samples.
+    """:func:`class_pixel_counts`, read from ``cache`` when it lists the same samples and classes.
 
     The main process counts and writes the cache; the others wait for it (one read of the labels).
     """
@@ -46,12 +46,13 @@ def cached_class_pixel_counts(dataset: SegmentationDataset, cache: Path, is_main
         if not cache.is_file():
             return None
         stored = json.loads(cache.read_text())
-        return np.array(stored["counts"], dtype=np.int64) if stored.get("names") == names else None
+        fits = stored.get("names") == names and stored.get("classes") == list(dataset.classes.names)
+        return np.array(stored["counts"], dtype=np.int64) if fits else None
 
     counts = read() if is_main else None
     if is_main and counts is None:
         counts = class_pixel_counts(dataset)
-        atomic_write_json(cache, {"names": names, "counts": counts.tolist()})
+        atomic_write_json(cache, {"names": names, "classes": list(dataset.classes.names), "counts": counts.tolist()})
     barrier()
     if counts is None:
         counts = read()

@@ -1,9 +1,10 @@
 """A generic folder layout: ``ROOT/images/**`` (png/jpg/jpeg) with ``ROOT/masks/**`` PNG masks.
 
-A mask shares its image's relative path, with a ``.png`` extension. A class map file (YAML or
-JSON, e.g. ``{0: 255, 1: 0, 2: 13}``) maps raw mask values to train ids (or 255 = ignore); mask
-values missing from the map are errors. Without an explicit class map, ``ROOT/class_map.yaml``
-(or ``.json``) is used, as written by :func:`drsl.data.checks.convert_dataset`.
+A mask shares its image's relative path, with a ``.png`` extension. Its raw values map to the
+class set's classes through, in this order: a mapping of the class file named by ``mapping``, a
+class map file ``class_map`` (YAML or JSON, raw value -> class id or name, 255 = ignore, e.g.
+``{0: 255, 1: road, 2: 13}``), or ``ROOT/class_map.yaml`` (or ``.json``, as written by
+:func:`drsl.data.checks.convert_dataset`). Mask values the mapping does not name are errors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from drsl.config import ConfigError
 from drsl.data.base import (
     IMAGE_EXTENSIONS,
     LabelCodec,
@@ -21,15 +23,16 @@ from drsl.data.base import (
     SegmentationDataset,
     same_name_samples,
 )
+from drsl.data.classes import ClassSet
 from drsl.data.errors import DataError
 from drsl.data.io import read_label
-from drsl.data.labels import IGNORE_INDEX, NUM_CLASSES
+from drsl.data.labels import IGNORE_INDEX
 
 CLASS_MAP_NAMES = ("class_map.yaml", "class_map.yml", "class_map.json")
 
 
-def read_class_map(path: str | Path) -> dict[int, int]:
-    """Parse a YAML/JSON class map into {raw value: train id}, validating keys and values."""
+def read_class_map(path: str | Path, classes: ClassSet) -> dict[int, int]:
+    """Parse a YAML/JSON class map into {raw value: class id}, validating keys and values."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -42,22 +45,21 @@ def read_class_map(path: str | Path) -> dict[int, int]:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise DataError(path, f"class map cannot be parsed: {exc}") from None
     if not isinstance(data, dict) or not data:
-        raise DataError(path, "class map must be a non-empty mapping of raw value -> train id")
+        raise DataError(path, "class map must be a non-empty mapping of raw value -> class id or name")
     mapping: dict[int, int] = {}
     for key, value in data.items():
         try:
-            raw, train_id = int(key), int(value)
+            raw = int(key)
         except (TypeError, ValueError):
-            problem = f"class map entry {key!r}: {value!r} is not integer -> integer"
-            raise DataError(path, problem) from None
+            raise DataError(path, f"class map key {key!r} is not an integer raw value") from None
         if not 0 <= raw <= 65535:
             raise DataError(path, f"class map key {raw} is outside 0..65535")
-        if not (0 <= train_id < NUM_CLASSES or train_id == IGNORE_INDEX):
-            raise DataError(
-                path, f"class map value {train_id} (for {raw}) is not a train id "
-                f"0..{NUM_CLASSES - 1} or {IGNORE_INDEX}",
-            )
-        mapping[raw] = train_id
+        try:
+            mapping[raw] = classes.class_id(value, f"class map value for {raw}")
+        except ConfigError as exc:
+            raise DataError(path, str(exc)) from None
+    if all(value == IGNORE_INDEX for value in mapping.values()):
+        raise DataError(path, f"class map maps no raw value to a class of {classes.name}")
     return mapping
 
 
@@ -88,12 +90,15 @@ class FolderDataset(SegmentationDataset):
         return samples
 
     def label_codec(self) -> LabelCodec:
+        if self.mapping is not None:
+            return super().label_codec()
         path = self.class_map_path or next(
             (self.root / name for name in CLASS_MAP_NAMES if (self.root / name).is_file()), None
         )
         if path is None:
-            problem = f"folder layout needs a class map (class_map, or ROOT/{CLASS_MAP_NAMES[0]})"
+            problem = (f"folder layout needs a label mapping: mapping (a mapping of {self.classes.name}), "
+                       f"class_map, or ROOT/{CLASS_MAP_NAMES[0]}")
             raise DataError(self.root, problem)
-        mapping = read_class_map(path)
+        mapping = read_class_map(path, self.classes)
         expected = f"values in class map {path}"
         return LabelCodec.from_mapping(read_label, mapping, mapping.keys(), expected)

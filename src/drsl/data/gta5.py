@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from drsl.data.base import LabelCodec, Sample, SegmentationDataset, same_name_samples
-from drsl.data.cityscapes import cityscapes_id_codec
+from drsl.data.base import Sample, SegmentationDataset, same_name_samples
 
 
 class GTA5Dataset(SegmentationDataset):
@@ -11,9 +10,7 @@ class GTA5Dataset(SegmentationDataset):
 
     layout_name = "GTA5"
     expected_layout = "ROOT/images/*.png and ROOT/labels/*.png"
+    native_mapping = "cityscapes"
 
     def discover(self) -> list[Sample]:
         return same_name_samples(self.subfolder("images"), self.subfolder("labels"))
-
-    def label_codec(self) -> LabelCodec:
-        return cityscapes_id_codec()

@@ -7,6 +7,7 @@ from typing import Any
 from drsl.config import DatasetConfig
 from drsl.data.base import SegmentationDataset
 from drsl.data.cityscapes import CityscapesDataset
+from drsl.data.classes import ClassSet
 from drsl.data.errors import DataError
 from drsl.data.folder import FolderDataset
 from drsl.data.gta5 import GTA5Dataset
@@ -22,14 +23,17 @@ LAYOUTS: dict[str, type[SegmentationDataset]] = {
 
 
 def build_dataset(
-    cfg: DatasetConfig, transform: PairTransform | None = None, require_labels: bool = True
+    cfg: DatasetConfig, classes: ClassSet, transform: PairTransform | None = None, require_labels: bool = True
 ) -> SegmentationDataset:
-    """The dataset ``cfg`` describes (``split`` for Cityscapes, ``class_map`` for folders)."""
+    """The dataset ``cfg`` describes, labelled with ``classes`` (``split`` for Cityscapes,
+    ``class_map`` for folders)."""
     if cfg.layout not in LAYOUTS:
         raise ValueError(f"unknown dataset layout {cfg.layout!r} (known: {', '.join(LAYOUTS)})")
     if not cfg.root:
         raise DataError("<empty root>", f"the {cfg.layout} dataset config has no root folder set")
     kwargs: dict[str, Any] = {
+        "classes": classes,
+        "mapping": cfg.mapping,
         "list_file": cfg.list_file,
         "resize": cfg.resize,
         "transform": transform,

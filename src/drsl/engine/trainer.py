@@ -199,6 +199,8 @@ class Trainer:
         self.step_hooks: list[Callable[[int], None]] = []
         #: The logs of the steps since the last log line (see :meth:`fit`).
         self.window = LogWindow()
+        #: Plain data saved with every checkpoint next to the config (e.g. the class set).
+        self.metadata: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -214,6 +216,7 @@ class Trainer:
             "rng": rng_state(),
             "config": config_to_dict(self.config),
             "metrics_records": self.logger.records,
+            **self.metadata,
         }
 
     def save(self, keep_numbered: bool = True) -> None:

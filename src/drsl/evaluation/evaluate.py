@@ -1,5 +1,5 @@
 """Evaluation over a labelled dataset: sharded, batched inference on the device, one confusion
-matrix, 19/16/13 mIoU.
+matrix, the mIoU of each evaluation subset of the class set (e.g. 19/16/13).
 
 Images are decoded by DataLoader workers; consecutive images of one size go through the model as
 one batch (``eval.batch_size``), under the configured autocast; probabilities are upsampled to
@@ -10,7 +10,7 @@ label size in bands, reduced to a uint8 argmax and counted against the labels on
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from drsl.engine.logging import progress as progress_bar
 from drsl.engine.trainer import conv_settings
 from drsl.evaluation.inference import predict_labels
 from drsl.evaluation.metrics import ConfusionMatrix, summarize
+
+if TYPE_CHECKING:
+    from drsl.data.classes import ClassSet
 
 ProbFn = Callable[[Tensor], Tensor]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -93,17 +96,18 @@ def evaluate(
     dataset: Dataset,
     cfg: EvalConfig,
     dist: DistInfo,
-    num_classes: int = 19,
-    subsets: Sequence[int] = (19, 16, 13),
+    classes: ClassSet,
+    subsets: Sequence[int] | None = None,
     num_workers: int = 0,
     progress: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Summary (see metrics.summarize) and the confusion matrix, reduced over ranks."""
-    matrix = ConfusionMatrix(num_classes)
+    """Summary (see metrics.summarize) and the confusion matrix, reduced over ranks; ``subsets``
+    are sizes of evaluation subsets of ``classes`` (default: all classes)."""
+    matrix = ConfusionMatrix(classes.num_classes)
     for batch, _, labels in prediction_batches(prob_fn, dataset, cfg, dist, num_workers, progress, "evaluate"):
         matrix.update(labels, batch["label"].to(dist.device, non_blocking=True))
     matrix.all_reduce()
-    return summarize(matrix.matrix, subsets), matrix.matrix
+    return summarize(matrix.matrix, classes, subsets), matrix.matrix
 
 
 def flat_scalars(summary: dict[str, Any]) -> dict[str, float]:

@@ -13,21 +13,26 @@ Definitions (those of ``cityscapesscripts.evaluation.evalPixelLevelSemanticLabel
   prediction. A class absent from the ground truth but predicted somewhere has IoU 0.
 * A mean IoU averages the non-NaN IoUs of the requested classes.
 
-Every subset mean (19, 16, 13 classes) is read from the same matrix: the IoU of a class depends
-only on its own row and column, so restricting the protocol never means rebuilding the matrix.
+Every subset mean (e.g. Cityscapes' 19, 16 and 13 classes; the subsets are data of the class set)
+is read from the same matrix: the IoU of a class depends only on its own row and column, so
+restricting the protocol never means rebuilding the matrix.
+
+Units: the functions here and every JSON file (``eval.json``) hold fractions in [0, 1]; the
+tables printed for people (:func:`format_table`, the HTML report) show percent and say so.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from drsl.data.labels import CLASS_NAMES, CLASS_SUBSETS, NUM_CLASSES
+if TYPE_CHECKING:
+    from drsl.data.classes import ClassSet
 
 __all__ = [
     "ConfusionMatrix",
@@ -59,7 +64,7 @@ class ConfusionMatrix:
     predictions on a GPU copies nothing to the host.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, num_classes: int) -> None:
         if not 1 <= num_classes <= 255:
             raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
         self.num_classes = num_classes
@@ -155,17 +160,13 @@ def per_class_iou(matrix: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
 
 
-def _subset_ids(subset: int | Sequence[int], num_classes: int) -> tuple[int, ...]:
-    """Train ids of a subset given by its size key (19/16/13) or explicitly."""
-    ids = CLASS_SUBSETS[subset] if isinstance(subset, int) else tuple(subset)
+def mean_iou(matrix: np.ndarray, subset: Sequence[int] | None = None) -> float:
+    """Mean of the non-NaN IoUs of the class ids ``subset`` (None: every class); NaN if none."""
+    num_classes = _check(matrix).shape[0]
+    ids = list(range(num_classes) if subset is None else subset)
     if not ids or min(ids) < 0 or max(ids) >= num_classes:
         raise ValueError(f"subset {subset!r} is not a set of ids in 0..{num_classes - 1}")
-    return ids
-
-
-def mean_iou(matrix: np.ndarray, subset: int | Sequence[int] = NUM_CLASSES) -> float:
-    """Mean of the non-NaN IoUs of ``subset`` (a CLASS_SUBSETS key or train ids); NaN if none."""
-    iou = per_class_iou(matrix)[list(_subset_ids(subset, _check(matrix).shape[0]))]
+    iou = per_class_iou(matrix)[ids]
     valid = iou[~np.isnan(iou)]
     return float(valid.mean()) if valid.size else math.nan
 
@@ -181,25 +182,26 @@ def _json_float(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def summarize(
-    matrix: np.ndarray,
-    subsets: Sequence[int] = (19, 16, 13),
-    class_names: Sequence[str] = CLASS_NAMES,
-) -> dict[str, Any]:
+def summarize(matrix: np.ndarray, classes: ClassSet, subsets: Sequence[int] | None = None) -> dict[str, Any]:
     """JSON-ready metrics (fractions in [0, 1]; NaN written as None), all from one matrix.
 
-    ``{"miou": {"19": .., "16": .., "13": ..}, "per_class_iou": {name: ..},
-    "pixel_accuracy": .., "num_pixels": ..}``; ``subsets`` are CLASS_SUBSETS keys.
+    ``{"miou": {"19": .., "16": ..}, "per_class_iou": {name: ..}, "pixel_accuracy": ..,
+    "num_pixels": .., "class_set": name, "subsets": {"16": [names]}, "unit": "fraction"}``;
+    ``subsets`` are sizes of the class set's evaluation subsets (default: all classes).
     """
     matrix = _check(matrix)
-    if len(class_names) != matrix.shape[0]:
-        raise ValueError(f"{len(class_names)} class names for a {matrix.shape[0]}-class matrix")
+    if classes.num_classes != matrix.shape[0]:
+        raise ValueError(f"{classes.num_classes} classes in {classes.name} for a {matrix.shape[0]}-class matrix")
+    chosen: Mapping[int, Sequence[int]] = {k: classes.subset(k) for k in subsets or [classes.num_classes]}
     iou = per_class_iou(matrix)
     return {
-        "miou": {str(k): _json_float(mean_iou(matrix, k)) for k in subsets},
-        "per_class_iou": {name: _json_float(v) for name, v in zip(class_names, iou)},
+        "miou": {str(k): _json_float(mean_iou(matrix, ids)) for k, ids in chosen.items()},
+        "per_class_iou": {name: _json_float(v) for name, v in zip(classes.names, iou)},
         "pixel_accuracy": _json_float(pixel_accuracy(matrix)),
         "num_pixels": int(matrix.sum()),
+        "class_set": classes.name,
+        "subsets": {str(k): [classes.names[i] for i in ids] for k, ids in chosen.items()},
+        "unit": "fraction",
     }
 
 
@@ -207,18 +209,21 @@ def _percent(value: float | None) -> str:
     return "   n/a" if value is None else f"{100 * value:6.2f}"
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """A per-class IoU table (percent) from :func:`summarize` output, with the subset mIoUs.
+def format_table(summary: dict[str, Any], title: str | None = None) -> str:
+    """A per-class IoU table (percent) from :func:`summarize` output, with the subset mIoUs,
+    under a ``== title ==`` header line when given.
 
     One column per reported subset: ``x`` marks a class that belongs to it, ``-`` one outside.
     """
     keys = list(summary["miou"])
     names = list(summary["per_class_iou"])
+    members = summary.get("subsets") or {k: names for k in keys}
     width = max(len("pixel accuracy"), *(len(n) for n in names))
-    header = f"{'class':<{width}}  {'IoU':>6}  " + "  ".join(f"{k:>3}" for k in keys)
-    lines = [header, "-" * len(header)]
-    for index, name in enumerate(names):
-        marks = "  ".join(f"{'x' if index in CLASS_SUBSETS[int(k)] else '-':>3}" for k in keys)
+    header = f"{'class':<{width}}  {'IoU %':>6}  " + "  ".join(f"{k:>3}" for k in keys)
+    lines = [f"== {title} =="] if title else []
+    lines += [header, "-" * len(header)]
+    for name in names:
+        marks = "  ".join(f"{'x' if name in members.get(k, names) else '-':>3}" for k in keys)
         lines.append(f"{name:<{width}}  {_percent(summary['per_class_iou'][name])}  {marks}")
     lines.append("-" * len(header))
     for k in keys:

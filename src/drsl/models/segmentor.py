@@ -60,6 +60,9 @@ class Segmentor(nn.Module):
 
 def build_segmentor(cfg: ModelConfig) -> Segmentor:
     """A segmentor with random initial weights (see :func:`build_model` for loading)."""
+    if cfg.num_classes is None:
+        raise ValueError("model.num_classes is unset: bind the config to its class set first "
+                         "(drsl.data.classes.bind_class_set)")
     encoder = build_encoder(cfg)
     return Segmentor(encoder, build_decoder(encoder, cfg))
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import colorsys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from drsl.data.labels import IGNORE_INDEX, colorize
+from drsl.data.labels import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from drsl.data.classes import ClassSet
 
 #: Colour-map anchors, evenly spaced over [0, 1]: dark blue -> teal -> yellow (images on any
 #: background), and white -> deep blue (tables on a white page).
@@ -50,9 +54,9 @@ def blend(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
-def label_overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image blended with the Cityscapes colours of ``label``; ignored pixels stay as they are."""
-    mixed = blend(image, colorize(label), alpha)
+def label_overlay(image: np.ndarray, label: np.ndarray, classes: ClassSet, alpha: float = 0.5) -> np.ndarray:
+    """The image blended with the class colours of ``label``; ignored pixels stay as they are."""
+    mixed = blend(image, classes.colorize(label), alpha)
     return np.where((np.asarray(label) == IGNORE_INDEX)[..., None], image, mixed)
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from drsl.data.labels import IGNORE_INDEX, colorize
+from drsl.data.classes import ClassSet
+from drsl.data.labels import IGNORE_INDEX
 from drsl.engine.logging import RunLogger
 from drsl.viz.grid import Tile, labelled_grid
 from drsl.viz.overlay import colorize_modes, heat_colors
@@ -25,11 +26,14 @@ def make_panel(
     target_image: np.ndarray,
     target_pseudo_label: np.ndarray,
     target_confidence: np.ndarray,
+    classes: ClassSet,
     target_mode_map: np.ndarray | None = None,
 ) -> np.ndarray:
     """An HxWx3 uint8 labelled grid: source image | label | prediction over target image |
-    pseudo-label | confidence (| mode map). Images are HxWx3 uint8, labels HxW train ids (255 =
-    ignore, black), confidence HxW in [0, 1], the mode map HxW mode ids (255 = unlabelled)."""
+    pseudo-label | confidence (| mode map). Images are HxWx3 uint8, labels HxW class ids of
+    ``classes`` (255 = ignore, black), confidence HxW in [0, 1], the mode map HxW mode ids (255 =
+    unlabelled)."""
+    colorize = classes.colorize
     rows = [
         [Tile("source image", source_image, True), Tile("source label", colorize(source_label)),
          Tile("source prediction", colorize(source_pred))],
@@ -57,9 +61,10 @@ class PanelWriter:
     passes run in eval mode under no_grad and draw no random numbers, so training is unaffected.
     """
 
-    def __init__(self, logger: RunLogger, every: int, tag: str = "panels/train") -> None:
+    def __init__(self, logger: RunLogger, every: int, classes: ClassSet, tag: str = "panels/train") -> None:
         self.logger = logger
         self.every = every
+        self.classes = classes
         self.tag = tag
 
     def maybe_log(
@@ -92,7 +97,7 @@ class PanelWriter:
         return make_panel(
             _image_array(source_sample["image"]), source_sample["label"].cpu().numpy(), source_pred.cpu().numpy(),
             _image_array(target_sample["image"]), pseudo.cpu().numpy(), confidence.cpu().numpy(),
-            None if modes is None else modes.cpu().numpy(),
+            self.classes, None if modes is None else modes.cpu().numpy(),
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
@@ -15,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from drsl.data.labels import CLASS_NAMES, PALETTE, colorize
 from drsl.fileio import atomic_write_text
 from drsl.viz.runs import RunData, is_number, load_run
 from drsl.viz.samples import SampleGroup, sample_predictions
@@ -26,6 +26,7 @@ RUN_COLORS = ("#3366cc", "#e8702a", "#2ca02c", "#c23b6e", "#8c6bb1", "#17a2b8", 
 THUMB_WIDTH = 300
 SAMPLES_WIDTH = 1250
 MAX_CURVE_POINTS = 400
+UNITS = "Scores here are percent; eval.json and the Python API hold the same scores as fractions in [0, 1]."
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f4f5f7;color:#1d1f23}
@@ -75,9 +76,8 @@ def _swatch(color: str) -> str:
     return f"<i class='swatch' style='background:{color}'></i>"
 
 
-def _class_color(index: int) -> str:
-    red, green, blue = (int(c) for c in PALETTE[index])
-    return f"rgb({red},{green},{blue})"
+def _rgb(color: Sequence[int]) -> str:
+    return "rgb({},{},{})".format(*(int(c) for c in color))
 
 
 def _legend(items: Sequence[tuple[str, str]]) -> str:
@@ -112,54 +112,105 @@ def _color(runs: dict[str, RunData], label: str) -> str:
     return RUN_COLORS[list(runs).index(label) % len(RUN_COLORS)]
 
 
+def _subset_keys(runs: Sequence[RunData]) -> list[str]:
+    """Every evaluation subset key of the runs (e.g. "19", "16", "13"), in order of appearance."""
+    return list(dict.fromkeys(key for run in runs for key in (run.eval or {}).get("miou", {})))
+
+
+def _origin(run: RunData, runs: dict[str, RunData]) -> str | None:
+    """The label of the run whose checkpoint ``run`` started from (its path if not in the report)."""
+    if run.init_checkpoint is None:
+        return None
+    folder = run.init_checkpoint.resolve().parent.parent
+    return next((label for label, other in runs.items() if other.path.resolve() == folder), str(run.init_checkpoint))
+
+
+def _baseline(run: RunData, runs: dict[str, RunData]) -> RunData | None:
+    """The source-only run an adaptation run is compared with: the one it started from, else the
+    first source-only run with the same class set and headline subset."""
+    if run.method in ("source-only", "unknown"):
+        return None
+    origin = runs.get(_origin(run, runs) or "")
+    if origin is not None and origin.method == "source-only":
+        return origin
+    return next((other for other in runs.values() if other.method == "source-only"
+                 and other.classes.names == run.classes.names and other.headline == run.headline), None)
+
+
+def _change(run: RunData, baseline: RunData | None) -> str:
+    """The headline mIoU change of ``run`` against ``baseline`` in percentage points."""
+    if baseline is None or run.miou(run.headline) is None or baseline.miou(run.headline) is None:
+        return "–"
+    return f"{100 * (run.miou(run.headline) - baseline.miou(run.headline)):+.1f}"  # type: ignore[operator]
+
+
 def summary_section(runs: dict[str, RunData]) -> str:
-    """Method, iterations, mIoU 19/16/13 and pixel accuracy of each run, best values in bold."""
-    keys = ("19", "16", "13")
+    """Method, starting checkpoint, iterations, the mIoU of every evaluation subset, the change
+    against source-only and pixel accuracy of each run, best values in bold."""
+    keys = _subset_keys(list(runs.values()))
     best = {k: max((r.miou(k) for r in runs.values() if r.miou(k) is not None), default=None) for k in keys}
     rows = []
     for label, run in runs.items():
         cells = "".join(f"<td{_best(run.miou(k), best[k], len(runs))}>{_percent(run.miou(k))}</td>" for k in keys)
+        baseline = _baseline(run, runs)
+        versus = "" if baseline is None else f" <span class=muted>vs {escape(_label_of(baseline, runs))}</span>"
         notes = escape("; ".join(run.notes)) or "<span class=muted>complete</span>"
         rows.append(
             f"<tr><td class=l>{_swatch(_color(runs, label))}{escape(label)}</td><td class=l>{escape(run.method)}</td>"
+            f"<td class=l>{escape(_origin(run, runs) or '–')}</td><td class=l>{escape(run.classes.name)}</td>"
             f"<td>{'–' if run.iterations is None else run.iterations}</td>{cells}"
+            f"<td class=l>{_change(run, baseline)}{versus}</td>"
             f"<td>{_percent((run.eval or {}).get('pixel_accuracy'))}</td><td class=l>{escape(str(run.path))}</td>"
             f"<td class='l note'>{notes}</td></tr>"
         )
-    head = ["<run", "<method", "iterations", "mIoU 19", "mIoU 16", "mIoU 13", "pixel acc.", "<folder", "<notes"]
-    return _section("Summary (target validation, %)", f"<div class=scroll>{_table(head, rows)}</div>")
+    head = ["<run", "<method", "<started from", "<classes", "iterations", *(f"mIoU {k}" for k in keys),
+            "<change vs source-only (points)", "pixel acc.", "<folder", "<notes"]
+    units = _notes([UNITS], "muted")
+    return _section("Summary (target validation, %)", f"<div class=scroll>{_table(head, rows)}</div>{units}")
 
 
-def _class_ious(run: RunData) -> list[float | None]:
-    per_class = (run.eval or {}).get("per_class_iou", {})
-    return [per_class.get(name) for name in CLASS_NAMES]
+def _label_of(run: RunData, runs: dict[str, RunData]) -> str:
+    """The display label of ``run`` in ``runs``."""
+    return next(label for label, other in runs.items() if other is run)
+
+
+def _same_classes(runs: dict[str, RunData]) -> tuple[dict[str, RunData], list[str]]:
+    """The runs sharing the first run's class set, and notes naming the others."""
+    first = next(iter(runs.values())).classes if runs else None
+    kept = {label: run for label, run in runs.items() if first is not None and run.classes.names == first.names}
+    notes = [f"{label}: another class set ({run.classes.name}), not in this comparison"
+             for label, run in runs.items() if label not in kept]
+    return kept, notes
 
 
 def per_class_section(runs: dict[str, RunData]) -> str:
-    """Grouped bars and a table of per-class IoU (percent) by run."""
+    """Grouped bars and a table of per-class IoU (percent) by run (runs of the first class set)."""
     evaluated = {label: run for label, run in runs.items() if run.eval}
     if not evaluated:
         return _section("Per-class IoU", _notes(["no run has an eval.json"]))
-    ious = {label: _class_ious(run) for label, run in evaluated.items()}
+    evaluated, other_sets = _same_classes(evaluated)
+    classes = next(iter(evaluated.values())).classes
+    ious = {label: [run.eval.get("per_class_iou", {}).get(name) for name in classes.names]  # type: ignore[union-attr]
+            for label, run in evaluated.items()}
     series = [
         Series(label, _color(runs, label), [None if v is None else 100 * v for v in values])
         for label, values in ious.items()
     ]
-    chart = bar_chart(CLASS_NAMES, series, "IoU (%)")
+    chart = bar_chart(classes.names, series, "IoU (%)")
     rows = []
-    for index, name in enumerate(CLASS_NAMES):
+    for index, name in enumerate(classes.names):
         values = [ious[label][index] for label in ious]
         top = max((v for v in values if v is not None), default=None)
         cells = "".join(f"<td{_best(v, top, len(values))}>{_percent(v)}</td>" for v in values)
-        rows.append(f"<tr><td class=l>{_swatch(_class_color(index))}{escape(name)}</td>{cells}</tr>")
-    for key in ("19", "16", "13"):
+        rows.append(f"<tr><td class=l>{_swatch(_rgb(classes.colors[index]))}{escape(name)}</td>{cells}</tr>")
+    for key in _subset_keys(list(evaluated.values())):
         cells = "".join(f"<td><b>{_percent(run.miou(key))}</b></td>" for run in evaluated.values())
         rows.append(f"<tr><td class=l><b>mIoU {key}</b></td>{cells}</tr>")
     table = _table(["<class", *(escape(label) for label in ious)], rows, "per-class")
-    missing = [f"{label}: no eval.json" for label in runs if label not in evaluated]
+    missing = [f"{label}: no eval.json" for label in runs if not runs[label].eval]
     legend = _legend([(label, _color(runs, label)) for label in evaluated])
     body = f"<div class=grid><div class=card>{legend}{chart}</div><div class=card>{table}</div></div>"
-    return _section("Per-class IoU", body + _notes(missing))
+    return _section("Per-class IoU", body + _notes(missing + other_sets))
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -168,34 +219,44 @@ def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return kept if kept[-1] == points[-1] else [*kept, points[-1]]
 
 
+#: Training curves: one chart per quantity, each comparing the runs that log it.
+LOSS_CURVES = (
+    ("train/loss_source", "source segmentation loss (cross-entropy)"),
+    ("train/loss_target", "target pseudo-label loss (cross-entropy)"),
+    ("train/drsl/mmdl", "DRSL: MMDL loss"),
+    ("train/drsl/sma", "DRSL: mode alignment (SMA) loss"),
+)
+
+
+def _curve_card(runs: dict[str, RunData], key: str, title: str, axis: str, events: list[tuple[float, str]]) -> str:
+    """A chart of metrics key ``key`` for every run that logs it ("" when none does)."""
+    series = [Series(label, _color(runs, label), points=_thin(run.series(key)))
+              for label, run in runs.items() if run.series(key)]
+    if not series:
+        return ""
+    chart = xy_chart(series, "iteration", axis, events=events)
+    return f"<div class=card><h3>{escape(title)}</h3>{chart}</div>"
+
+
 def curves_section(runs: dict[str, RunData]) -> str:
-    """Validation mIoU and training loss over iterations (from metrics.jsonl), with the start of
-    each pseudo-label round marked."""
-    cards, notes = [], []
+    """Validation mIoU and each training loss term over iterations (from metrics.jsonl), one
+    quantity per chart, with the start of each pseudo-label round marked."""
     round_starts = {
         int(step): f"round {i}"
         for run in runs.values() for i, (step, _) in enumerate(run.series("pseudo_labels/portion"))
     }
-    for title, keys, axis in (
-        ("target-val mIoU (19 classes)", ("val/mIoU19",), "mIoU (%)"),
-        ("training loss", ("train/loss", "train/loss_source"), "loss"),
-    ):
-        series = []
-        for label, run in runs.items():
-            points = next((run.series(k) for k in keys if run.series(k)), [])
-            if points:
-                series.append(Series(label, _color(runs, label), points=_thin(points)))
-            else:
-                notes.append(f"{label}: no {keys[0]} in metrics.jsonl")
-        if series:
-            chart = xy_chart(series, "iteration", axis, events=sorted(round_starts.items()))
-            cards.append(f"<div class=card><h3>{escape(title)}</h3>{chart}</div>")
-    single = [label for label, run in runs.items() if len(run.series("val/mIoU19")) == 1]
+    events = sorted(round_starts.items())
+    keys = list(dict.fromkeys(run.headline for run in runs.values() if run.headline))
+    cards = [_curve_card(runs, f"val/mIoU{k}", f"target-val mIoU ({k} classes)", "mIoU (%)", events) for k in keys]
+    cards += [_curve_card(runs, key, title, "loss", events) for key, title in LOSS_CURVES]
+    notes = [f"{label}: no training losses in metrics.jsonl" for label, run in runs.items()
+             if not any(run.series(key) for key, _ in LOSS_CURVES)]
+    single = [label for label, run in runs.items() if run.headline and len(run.series(f"val/mIoU{run.headline}")) == 1]
     if single:
         notes.append(f"evaluated only once ({', '.join(single)}): set train.eval_every to log mIoU during training")
     legend = _legend([(label, _color(runs, label)) for label in runs])
-    origins = [f"{label} starts from {run.config['init_checkpoint']} (its iteration 0)"
-              for label, run in runs.items() if run.config.get("init_checkpoint")]
+    origins = [f"{label} starts from {run.init_checkpoint} (its iteration 0)"
+               for label, run in runs.items() if run.init_checkpoint]
     body = legend + f"<div class=grid>{''.join(cards)}</div>" + _notes(origins, "muted") + _notes(notes)
     return _section("Training curves", body)
 
@@ -233,13 +294,15 @@ def pseudo_label_section(runs: dict[str, RunData]) -> str:
 
 def _class_precision(runs: dict[str, RunData]) -> str:
     """Bars of each run's per-class pseudo-label precision in its last round ("" if unmeasured)."""
+    measured, _ = _same_classes({label: run for label, run in runs.items() if run.rounds and run.rounds[-1].per_class_precision})
     series = [
         Series(label, _color(runs, label), [100 * v if is_number(v) else None for v in run.rounds[-1].per_class_precision])
-        for label, run in runs.items() if run.rounds and run.rounds[-1].per_class_precision
+        for label, run in measured.items()
     ]
     if not series:
         return ""
-    return f"<div class=card><h3>per-class precision of the last round</h3>{bar_chart(CLASS_NAMES, series, 'precision (%)')}</div>"
+    names = next(iter(measured.values())).classes.names
+    return f"<div class=card><h3>per-class precision of the last round</h3>{bar_chart(names, series, 'precision (%)')}</div>"
 
 
 def confusion_section(runs: dict[str, RunData]) -> str:
@@ -251,14 +314,18 @@ def confusion_section(runs: dict[str, RunData]) -> str:
             notes.append(f"{label}: no confusion matrix (no eval.json)")
             continue
         counts = np.asarray(matrix, dtype=np.float64)
-        columns = list(CLASS_NAMES)
-        if counts.shape[1] > len(CLASS_NAMES) and counts[:, len(CLASS_NAMES):].any():
+        names = run.classes.names
+        if counts.shape[0] != len(names):
+            notes.append(f"{label}: confusion matrix of {counts.shape[0]} classes, class set {run.classes.name} has {len(names)}")
+            continue
+        columns = list(names)
+        if counts.shape[1] > len(names) and counts[:, len(names):].any():
             columns.append("(none)")
         counts = counts[:, : len(columns)]
         totals = np.asarray(matrix, dtype=np.float64).sum(1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             normalised = np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
-        cards.append(f"<div class=card><h3>{escape(label)}</h3>{heatmap(normalised, CLASS_NAMES, columns)}</div>")
+        cards.append(f"<div class=card><h3>{escape(label)}</h3>{heatmap(normalised, names, columns)}</div>")
     body = "<p class=muted>rows: ground truth, columns: prediction; each row sums to 100%.</p>"
     return _section("Confusion matrices", body + f"<div class=grid>{''.join(cards)}</div>" + _notes(notes))
 
@@ -266,7 +333,10 @@ def confusion_section(runs: dict[str, RunData]) -> str:
 def samples_section(groups: Sequence[SampleGroup], missing: dict[str, str]) -> str:
     """Image | ground truth | prediction of each run, on a few validation images."""
     tables = []
+    legends: dict[tuple[str, ...], str] = {}
     for group in groups:
+        colorize = group.classes.colorize
+        legends.setdefault(group.classes.names, _legend(list(zip(group.classes.names, map(_rgb, group.classes.colors)))))
         labels = list(group.rows[0].predictions) if group.rows else []
         width = min(THUMB_WIDTH, SAMPLES_WIDTH // (len(labels) + 2) - 8)
         rows = []
@@ -276,10 +346,9 @@ def samples_section(groups: Sequence[SampleGroup], missing: dict[str, str]) -> s
             images = "".join(f"<td><img alt='{escape(row.name)}' src='{png_data_uri(c)}'></td>" for c in cells)
             rows.append(f"<tr>{images}</tr>")
         table = _table(["image", "ground truth", *(escape(label) for label in labels)], rows, "samples")
-        tables.append(f"<h3>{escape(group.title)}</h3><div class=scroll>{table}</div>")
-    legend = _legend([(name, _class_color(i)) for i, name in enumerate(CLASS_NAMES)])
+        tables.append(f"<h3>{escape(group.title)}</h3>{legends[group.classes.names]}<div class=scroll>{table}</div>")
     notes = [f"{label}: no sample predictions: {reason}" for label, reason in missing.items()]
-    return _section("Sample predictions", (legend if groups else "") + "".join(tables) + _notes(notes))
+    return _section("Sample predictions", "".join(tables) + _notes(notes))
 
 
 def render_report(runs: Sequence[RunData], groups: Sequence[SampleGroup], missing_samples: dict[str, str]) -> str:
@@ -298,9 +367,21 @@ def render_report(runs: Sequence[RunData], groups: Sequence[SampleGroup], missin
     )
 
 
-def write_report(run_dirs: Sequence[str | Path], out: str | Path, samples: int = 3, device: str = "auto") -> Path:
-    """Write the report of ``run_dirs`` to ``out``; ``samples`` validation images (0: none)."""
+def default_report_path(run_dirs: Sequence[str | Path]) -> Path:
+    """``RUN/report.html`` for one run; for several, ``report.html`` in the folder holding them."""
+    folders = [Path(path).resolve() for path in run_dirs]
+    if len(folders) == 1:
+        return folders[0] / "report.html"
+    return Path(os.path.commonpath(folders)) / "report.html"
+
+
+def write_report(
+    run_dirs: Sequence[str | Path], out: str | Path | None = None, samples: int = 3, device: str = "auto"
+) -> Path:
+    """Write the report of ``run_dirs`` to ``out`` (default: :func:`default_report_path`);
+    ``samples`` validation images (0: none)."""
     runs = [load_run(path) for path in run_dirs]
+    out = default_report_path(run_dirs) if out is None else out
     groups: list[SampleGroup] = []
     missing: dict[str, str] = {}
     if samples > 0:

@@ -11,6 +11,9 @@ from typing import Any
 
 import yaml
 
+from drsl.config import ConfigError
+from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
+
 METHOD_NAMES = {"source_only": "source-only", "cbst": "CBST", "drsl": "DRSL"}
 
 
@@ -45,6 +48,8 @@ class RunData:
     metrics: list[dict[str, Any]]
     rounds: list[RoundQuality]
     notes: list[str]
+    #: The classes the run predicts (its classes.yaml).
+    classes: ClassSet
 
     @property
     def name(self) -> str:
@@ -69,13 +74,24 @@ class RunData:
         return max((int(record["step"]) for record in self.metrics), default=None)
 
     @property
+    def init_checkpoint(self) -> Path | None:
+        """The checkpoint this run started from (config key init_checkpoint), if any."""
+        path = self.config.get("init_checkpoint")
+        return Path(path) if path else None
+
+    @property
+    def headline(self) -> str | None:
+        """The first evaluation subset key of eval.json (e.g. "19"), None when not evaluated."""
+        return next(iter((self.eval or {}).get("miou", {})), None)
+
+    @property
     def checkpoint(self) -> Path | None:
         """``checkpoints/latest.pt`` if it exists."""
         path = self.path / "checkpoints" / "latest.pt"
         return path if path.is_file() else None
 
-    def miou(self, subset: str) -> float | None:
-        """Final mIoU (fraction) of a subset ("19", "16", "13"), None when not evaluated."""
+    def miou(self, subset: str | None) -> float | None:
+        """Final mIoU (fraction) of a subset (e.g. "19", "16", "7"), None when not evaluated."""
         return (self.eval or {}).get("miou", {}).get(subset)
 
     def series(self, key: str) -> list[tuple[float, float]]:
@@ -133,6 +149,18 @@ def read_rounds(run_dir: Path, notes: list[str]) -> list[RoundQuality]:
     return rounds
 
 
+def read_classes(run_dir: Path, config: dict[str, Any], notes: list[str]) -> ClassSet:
+    """The run's class set: classes.yaml, else the one its config names (runs older than class
+    files: cityscapes19); a note says when it had to be guessed."""
+    spec = str(run_dir / "classes.yaml") if (run_dir / "classes.yaml").is_file() else None
+    spec = spec or str((config.get("data") or {}).get("classes") or DEFAULT_CLASS_SET)
+    try:
+        return load_class_set(spec)
+    except ConfigError as exc:
+        notes.append(f"class set unknown ({exc}); showing {DEFAULT_CLASS_SET}")
+        return load_class_set(DEFAULT_CLASS_SET)
+
+
 def load_run(path: str | Path) -> RunData:
     """Read a run directory; FileNotFoundError if it is not a folder."""
     run_dir = Path(path)
@@ -144,7 +172,8 @@ def load_run(path: str | Path) -> RunData:
         run_dir / "eval.json", json.loads, notes, "no eval.json: the run has not finished or was not evaluated"
     )
     metrics = _read(run_dir / "metrics.jsonl", _metrics, notes, "no metrics.jsonl: no training curves")
+    config = config if isinstance(config, dict) else {}
     return RunData(
-        run_dir, config if isinstance(config, dict) else {}, evaluation if isinstance(evaluation, dict) else None,
-        metrics or [], read_rounds(run_dir, notes), notes,
+        run_dir, config, evaluation if isinstance(evaluation, dict) else None,
+        metrics or [], read_rounds(run_dir, notes), notes, read_classes(run_dir, config, notes),
     )

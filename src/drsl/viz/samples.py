@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drsl.data.classes import ClassSet
 from drsl.viz.runs import RunData
 
 #: What can go wrong reaching a run's checkpoint or val set; the report notes it and goes on.
@@ -26,10 +27,11 @@ class SampleRow:
 
 @dataclass
 class SampleGroup:
-    """Rows of one validation set (``title`` describes it)."""
+    """Rows of one validation set read with one class set (``title`` describes it)."""
 
     title: str
     rows: list[SampleRow]
+    classes: ClassSet
 
 
 def spread(length: int, count: int) -> list[int]:
@@ -57,11 +59,12 @@ def sample_predictions(
             if val is None:
                 missing[label] = "its config has no data.val"
                 continue
-            key = (val.layout, str(Path(val.root).resolve()), val.split, str(val.list_file))
+            key = (val.layout, str(Path(val.root).resolve()), val.split, str(val.list_file), *model.classes.names)
             if key not in groups:
-                dataset = build_dataset(val)
+                dataset = build_dataset(val, model.classes)
                 rows = [SampleRow(dataset.samples[i].name, *dataset.load(i)) for i in spread(len(dataset), count)]
-                groups[key] = SampleGroup(f"{val.layout} {val.split} set at {val.root}", rows)
+                title = f"{val.layout} {val.split} set at {val.root} ({model.classes.name})"
+                groups[key] = SampleGroup(title, rows, model.classes)
             predictions = [model.segment(row.image) for row in groups[key].rows]
         except SAMPLE_ERRORS as exc:
             missing[label] = f"validation set or checkpoint not usable ({exc})"

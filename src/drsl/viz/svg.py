@@ -143,6 +143,24 @@ def _padded(values: Sequence[float]) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+#: Approximate width of one character of 10-pixel label text.
+CHAR_WIDTH = 5.5
+
+
+def label_rows(labels: Sequence[tuple[float, str]]) -> list[int]:
+    """A text row for each (x pixel, text) label, in order, so that no two labels of a row overlap:
+    each goes to the first row whose last label ends left of it."""
+    ends: list[float] = []
+    rows = []
+    for x, text in labels:
+        row = next((r for r, end in enumerate(ends) if end < x), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = x + 3 + CHAR_WIDTH * len(text) + 4
+        rows.append(row)
+    return rows
+
+
 def xy_chart(
     series: Sequence[Series], x_label: str, y_label: str, width: int = 560, height: int = 320,
     events: Sequence[tuple[float, str]] = (),
@@ -153,10 +171,10 @@ def xy_chart(
     y_ticks = nice_ticks(*_padded([p[1] for s in series for p in s.points]))
     frame = Frame(width, height, left=60, bottom=42, x_ticks=x_ticks, y_ticks=y_ticks)
     parts = frame.axes(y_label, x_label)
-    for x, text in events:
+    for (x, text), row in zip(events, label_rows([(frame.x(x), text) for x, text in events])):
         px = frame.x(x)
         parts.append(_line(px, frame.top, px, height - frame.bottom, "#999", "stroke-dasharray='4 3'"))
-        parts.append(_text(px + 3, frame.top + 10, text, "start", "fill='#777'", size=10))
+        parts.append(_text(px + 3, frame.top + 10 + 12 * row, text, "start", "fill='#777'", size=10))
     for item in series:
         pixels = [(frame.x(x), frame.y(y)) for x, y in item.points]
         if len(pixels) > 1:

@@ -41,7 +41,7 @@ from drsl.adaptation.pseudo_labels.histogram import (
     quantize,
 )
 from drsl.config import PseudoLabelConfig
-from drsl.data.labels import CLASS_NAMES, IGNORE_INDEX
+from drsl.data.labels import IGNORE_INDEX
 from drsl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_png
 
 MANIFEST = "manifest.json"
@@ -119,8 +119,7 @@ class PseudoLabelWriter:
         if not 1 <= num_classes < IGNORE_INDEX:
             raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX - 1}, got {num_classes}")
         if class_names is None:
-            default = len(CLASS_NAMES) == num_classes
-            class_names = CLASS_NAMES if default else [f"class_{i}" for i in range(num_classes)]
+            class_names = [f"class_{i}" for i in range(num_classes)]
         if len(class_names) != num_classes or len(set(class_names)) != num_classes:
             raise ValueError(f"need {num_classes} distinct class names, got {list(class_names)}")
         self.out_dir = Path(out_dir)

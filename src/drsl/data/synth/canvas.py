@@ -13,10 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from drsl.data.labels import TRAIN_ID_TO_CITYSCAPES_ID
-
 from .camera import FRONT, GROUND, Camera
-from .catalogue import MODE_INDEX, Paint
+from .catalogue import LABEL_ID, MODE_INDEX, Paint
 
 _SHIFT = 4  # fractional bits of the cv2 polygon coordinates
 _LIMIT = 1e5  # clamp for projected coordinates far outside the image
@@ -58,7 +56,7 @@ class Canvas:
     def thing(self, train_id: int, mode_index: int | None = None, label: int | None = None) -> Thing:
         """A new instance of class ``train_id`` (or of raw ``label`` id when given)."""
         self._instances += 1
-        label_id = int(TRAIN_ID_TO_CITYSCAPES_ID[train_id]) if label is None else label
+        label_id = LABEL_ID[train_id] if label is None else label
         mode = -1 if mode_index is None else MODE_INDEX[(train_id, mode_index)]
         return Thing(label_id, mode, self._instances)
 

@@ -13,9 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drsl.data.labels import CLASS_NAMES
+from drsl.data.classes import load_class_set
+from drsl.data.labels import IGNORE_INDEX
 
 RGB = tuple[int, int, int]
+
+#: The generated world's classes: Cityscapes' 19, written into label files as Cityscapes label ids.
+CLASSES = load_class_set("cityscapes19")
+LABEL_MAPPING = CLASSES.mapping("cityscapes")
+#: Class id -> the Cityscapes label id written for it.
+LABEL_ID = {class_id: raw for raw, class_id in LABEL_MAPPING.values.items() if class_id != IGNORE_INDEX}
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,7 @@ def mode_weights(train_id: int, mix: float) -> np.ndarray:
 def mode_mixes(mixes: dict[str, float]) -> dict[str, dict[str, dict[str, float]]]:
     """Per class name, per domain name, the mode mix of domains with the given ``mix`` values."""
     return {
-        CLASS_NAMES[train_id]: {
+        CLASSES.names[train_id]: {
             domain: {mode.name: round(float(w), 4) for mode, w in zip(modes, mode_weights(train_id, mix))}
             for domain, mix in mixes.items()
         }

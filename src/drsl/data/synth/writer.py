@@ -18,16 +18,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from drsl.data.labels import CITYSCAPES_TABLE, CLASS_NAMES, NUM_CLASSES
 from drsl.engine.logging import progress as progress_bar
 from drsl.fileio import atomic_write_json, atomic_write_png, require_free_folder, staged_folder
 
-from .catalogue import CLASS_MODES, MODE_KEYS, mode_mixes
+from .catalogue import CLASS_MODES, CLASSES, LABEL_MAPPING, MODE_KEYS, mode_mixes
 from .render import render_flat, render_photo
 from .scene import compose
 from .shifts import DEFAULT_SHIFT, Shift, get_shift
 
 GENERATOR_VERSION = 1
+#: Cityscapes label id -> class id, for the class statistics of the manifest.
+LABEL_TABLE = LABEL_MAPPING.table()
 CITY = "synthcity"
 #: split name -> (domain role, random-stream code, Cityscapes split folder or None for the GTA5 layout)
 SPLITS: dict[str, tuple[str, int, str | None]] = {
@@ -78,7 +79,7 @@ def _write(job: _Job) -> tuple[np.ndarray, np.ndarray]:
     image_path, label_path = sample_paths(job.out, job.split, job.index)
     atomic_write_png(image_path, image)
     atomic_write_png(label_path, labels)
-    classes = np.bincount(CITYSCAPES_TABLE[labels].ravel(), minlength=256)[:NUM_CLASSES]
+    classes = np.bincount(LABEL_TABLE[labels].ravel(), minlength=256)[: CLASSES.num_classes]
     return classes, np.bincount(modes[modes >= 0], minlength=len(MODE_KEYS))
 
 
@@ -100,7 +101,7 @@ def _opencv_sequential() -> Iterator[None]:
 
 def _class_frequency(counts: np.ndarray) -> dict[str, float]:
     total = max(int(counts.sum()), 1)
-    return {name: round(float(c) / total, 6) for name, c in zip(CLASS_NAMES, counts)}
+    return {name: round(float(c) / total, 6) for name, c in zip(CLASSES.names, counts)}
 
 
 def _mode_share(counts: np.ndarray) -> dict[str, dict[str, float]]:
@@ -109,7 +110,7 @@ def _mode_share(counts: np.ndarray) -> dict[str, dict[str, float]]:
         values = np.array([counts[k] for k, (tid, _) in enumerate(MODE_KEYS) if tid == train_id], dtype=np.float64)
         total = values.sum()
         if total > 0:
-            share[CLASS_NAMES[train_id]] = {m.name: round(float(v / total), 4) for m, v in zip(modes, values)}
+            share[CLASSES.names[train_id]] = {m.name: round(float(v / total), 4) for m, v in zip(modes, values)}
     return share
 
 
@@ -158,7 +159,7 @@ def _generate(
             stats = list(progress_bar(results, total=len(jobs), enabled=progress))
     else:
         stats = [_write(job) for job in progress_bar(jobs, enabled=progress)]
-    class_counts = {split: np.zeros(NUM_CLASSES, dtype=np.int64) for split in counts}
+    class_counts = {split: np.zeros(CLASSES.num_classes, dtype=np.int64) for split in counts}
     mode_counts = {split: np.zeros(len(MODE_KEYS), dtype=np.int64) for split in counts}
     for job, (classes, modes) in zip(jobs, stats):
         class_counts[job.split] += classes
