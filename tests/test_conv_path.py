@@ -56,7 +56,7 @@ def test_torchvision_frozen_batchnorm_promotes_to_fp32() -> None:
 
 
 def test_frozen_encoder_stays_bf16_under_autocast() -> None:
-    model = build_model(ModelConfig(backbone="light", light_width=1, freeze_bn=True))
+    model = build_model(ModelConfig(num_classes=19, backbone="light", light_width=1, freeze_bn=True))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     dtypes: list[torch.dtype] = []
     for module in model.modules():
@@ -94,7 +94,7 @@ def test_calibrated_frozen_resnet_stays_normalised() -> None:
     # statistics keep the features of the order of one (the gpu-smoke starting point).
     torch.manual_seed(0)
     images = [torch.rand(1, 3, 32, 32) for _ in range(2)]
-    calibrated = build_segmentor(ModelConfig(backbone="resnet101"))
+    calibrated = build_segmentor(ModelConfig(num_classes=19, backbone="resnet101"))
     raw = freeze_batchnorm(copy.deepcopy(calibrated)).eval()
     calibrate_batchnorm(calibrated, images)
     calibrated = freeze_batchnorm(calibrated).eval()

@@ -44,7 +44,7 @@ def test_torchvision_resnet_file_matches_torchvision(with_counters: bool, tmp_pa
         state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     reference.load_state_dict(state, strict=with_counters)
     path = save(state, tmp_path / "resnet50.pth")
-    segmentor = build_model(ModelConfig(backbone="resnet50", pretrained=str(path))).eval()
+    segmentor = build_model(ModelConfig(num_classes=19, backbone="resnet50", pretrained=str(path))).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         maps = segmentor.encoder(segmentor.normalize(x))
@@ -103,7 +103,7 @@ def caffe_resnet101(state: dict[str, Tensor], rgb01: Tensor) -> Tensor:
 def test_deeplab_init_behaves_as_trained(tmp_path: Path) -> None:
     state = deeplab_init_state()
     path = save(state, tmp_path / "DeepLab_resnet_pretrained_init-f81d91e8.pth")
-    segmentor = build_model(ModelConfig(backbone="resnet101_deeplab", pretrained=str(path))).eval()
+    segmentor = build_model(ModelConfig(num_classes=19, backbone="resnet101_deeplab", pretrained=str(path))).eval()
     rgb = torch.rand(1, 3, 64, 72)  # even sizes: ceil_mode changes the max-pool output size
     with torch.no_grad():
         ours = segmentor.encoder(segmentor.normalize(rgb))[-1]
@@ -128,7 +128,7 @@ def test_bundled_efficientnet_classifies_the_cat() -> None:
     with torch.no_grad():
         predicted = net((image - 0.5) / 0.5).argmax(1).item()
     assert 281 <= predicted <= 285, predicted  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-    segmentor = build_model(ModelConfig(backbone="efficientnet_lite0", output_stride=32, pretrained="bundled")).eval()
+    segmentor = build_model(ModelConfig(num_classes=19, backbone="efficientnet_lite0", output_stride=32, pretrained="bundled")).eval()
     with torch.no_grad():
         deepest = segmentor.encoder(segmentor.normalize(image))[-1]
         expected = net.blocks(net.bn1(net.conv_stem((image - 0.5) / 0.5)))  # the classifier's trunk
@@ -137,19 +137,19 @@ def test_bundled_efficientnet_classifies_the_cat() -> None:
 
 def test_broken_files_name_the_file_and_the_mismatch(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"missing\.pth does not exist"):
-        build_model(ModelConfig(backbone="light", pretrained=str(tmp_path / "missing.pth")))
+        build_model(ModelConfig(num_classes=19, backbone="light", pretrained=str(tmp_path / "missing.pth")))
     good = save({"conv.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "good.pth")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(WeightsError, match="truncated.pth") as raised:
-        build_model(ModelConfig(backbone="light", pretrained=str(truncated)))
+        build_model(ModelConfig(num_classes=19, backbone="light", pretrained=str(truncated)))
     assert "\n" not in str(raised.value)
     torch.manual_seed(0)
     resnet50_file = save(resnet50().state_dict(), tmp_path / "resnet50.pth")
     with pytest.raises(WeightsError, match=r"resnet50\.pth.*(missing|shape)") as raised:
-        build_model(ModelConfig(backbone="resnet101", pretrained=str(resnet50_file)))
+        build_model(ModelConfig(num_classes=19, backbone="resnet101", pretrained=str(resnet50_file)))
     assert "\n" not in str(raised.value)
     with pytest.raises(WeightsError, match=r"resnet50\.pth.*EfficientNet-Lite0"):
-        build_model(ModelConfig(backbone="efficientnet_lite0", pretrained=str(resnet50_file)))
+        build_model(ModelConfig(num_classes=19, backbone="efficientnet_lite0", pretrained=str(resnet50_file)))
     with pytest.raises(WeightsError, match=r"resnet50\.pth has no 'Scale\.' keys.*backbone=resnet101"):
-        build_model(ModelConfig(backbone="resnet101_deeplab", pretrained=str(resnet50_file)))
+        build_model(ModelConfig(num_classes=19, backbone="resnet101_deeplab", pretrained=str(resnet50_file)))

@@ -39,9 +39,11 @@ class NetworkStep:
     """One variant's network, optimizer and fixed batch; calling it runs one training step."""
 
     def __init__(self, overrides: str, channels_last: bool, crop: tuple[int, int], batch: int) -> None:
+        from drsl.data.classes import bind_class_set
         from drsl.models.segmentor import build_segmentor
 
         config = apply_overrides(Config(), [f"model.{item}" for item in overrides.split(",")])
+        bind_class_set(config)
         torch.manual_seed(0)
         self.net = build_segmentor(config.model).train()
         self.images = torch.rand(batch, 3, *crop)
