@@ -143,7 +143,7 @@ def one_line(code: int, err: str) -> str:
         ("eval.scales=[]", "eval.scales"),
         ("train.iterations=[1", "not valid YAML"),
         ("name=!!python/object/apply:os.system [ls]", "not valid YAML"),
-        ("model.num_classes=5", "train ids up to"),  # the data's labels hold 19 classes
+        ("model.num_classes=5", "model.num_classes=5 disagrees with data.classes=cityscapes19"),
         ("data.batch_size=3 train.grad_accum=2", "divisible"),
     ],
 )
