@@ -17,7 +17,7 @@ from drsl.evaluation.evaluate import collate_same_size, config_prob_fn, evaluate
 from drsl.evaluation.inference import predict_probs
 from drsl.evaluation.metrics import ConfusionMatrix
 from drsl.models.segmentor import build_model
-from fixtures import write_cityscapes
+from fixtures import CITYSCAPES19, write_cityscapes
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,13 @@ def val_set(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     root = tmp_path_factory.mktemp("eval_val")
     write_cityscapes(root, "val", cities=("aachen",), per_city=3, size=(24, 32), seed=0)
     write_cityscapes(root, "val", cities=("bochum",), per_city=2, size=(20, 28), seed=1)
-    return build_dataset(DatasetConfig(layout="cityscapes", root=str(root), split="val"))
+    return build_dataset(DatasetConfig(layout="cityscapes", root=str(root), split="val"), CITYSCAPES19)
 
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(backbone="light", light_width=1, freeze_bn=True)).eval()
+    return build_model(ModelConfig(backbone="light", light_width=1, freeze_bn=True, num_classes=19)).eval()
 
 
 def per_image_matrix(prob_fn, dataset, cfg: EvalConfig) -> ConfusionMatrix:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def test_batched_evaluation_equals_per_image(val_set, model, workers: int) -> No
     cfg = EvalConfig(batch_size=3, resize=[16, 24], flip=True)
     prob_fn = segmentor_prob_fn(model)
     expected = per_image_matrix(prob_fn, val_set, cfg).matrix
-    summary, matrix = evaluate(prob_fn, val_set, cfg, DistInfo(), num_workers=workers)
+    summary, matrix = evaluate(prob_fn, val_set, cfg, DistInfo(), CITYSCAPES19, num_workers=workers)
     assert matrix.sum() > 1000 and (matrix.diagonal() > 0).sum() >= 2
     assert (matrix == expected).all()
     assert summary["num_pixels"] == int(expected.sum())
