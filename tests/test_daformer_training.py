@@ -34,7 +34,7 @@ def overrides(root: Path, work: Path, backbone: str, iterations: int = 2) -> lis
         f"data.target.root={root}/target", "data.target.resize=null",
         f"data.val.root={root}/target", "eval.resize=null",
         "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]",
-        "data.num_workers=0", f"model.backbone={backbone}", f"train.iterations={iterations}",
+        "data.num_workers=0", f"model.backbone={backbone}", "model.pretrained=null", f"train.iterations={iterations}",
         "train.amp=none", "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
         "optim.warmup_iters=1", f"work_dir={work}",
     ]
@@ -78,3 +78,15 @@ def test_mit_b5_daformer_starts_from_imagenet_files_trains_and_evaluates(
     # After two AdamW steps at a warm-up LR of 6e-11 the encoder still holds the file's tensors.
     for ours, name in list(where.items())[::50]:
         torch.testing.assert_close(checkpoint[f"segmentor.encoder.{ours}"], segformer[name], rtol=0, atol=1e-6)
+
+
+def test_drsl_regularises_the_daformer_fused_features(synth_root: Path, tmp_path: Path) -> None:
+    config = load_config(
+        resolve_config_path("gta5_cityscapes/daformer_source_only"),
+        overrides(synth_root, tmp_path, "mit_b0") + ["adapt.method=drsl", "adapt.host=online", "adapt.drsl.grid_stride=2"],
+    )
+    summary = run_training(config)
+    assert summary["iteration"] == 2
+    weights = run_weights(tmp_path)
+    assert weights["regularizer.head.net.0.weight"].shape[1] == 256  # the decoder's 256-channel fusion
+    assert "train/drsl/sma" in (tmp_path / "metrics.jsonl").read_text()

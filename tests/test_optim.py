@@ -112,7 +112,7 @@ def test_sgd_poly_schedule_is_unchanged() -> None:
 
 def test_daformer_config_exempts_every_layernorm_of_a_mit_segmentor() -> None:
     config: Config = load_config(
-        resolve_config_path("gta5_cityscapes/daformer_source_only"), ["model.backbone=mit_b0"]
+        resolve_config_path("gta5_cityscapes/daformer_source_only"), ["model.backbone=mit_b0", "model.pretrained=null"]
     )
     module = build_module(config)
     optimizer = build_optimizer(module, config.optim)
