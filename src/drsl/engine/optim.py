@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from drsl.config import ConfigError, OptimConfig
+from drsl.config import OptimConfig
 
 #: Parameter name parts that mark position terms (position embeddings, PVT/Twins position blocks).
 _POSITION_PARTS = ("pos_embed", "pos_block", "position")
@@ -53,8 +53,6 @@ def build_optimizer(module: nn.Module, optim: OptimConfig) -> torch.optim.Optimi
         group["lr"] = optim.lr * group.pop("lr_mult", 1.0)
         group["initial_lr"] = group["lr"]
     if optim.name == "adamw":
-        if len(optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in optim.betas):
-            raise ConfigError(f"config key 'optim.betas': {optim.betas} must be two numbers in [0, 1)")
         return torch.optim.AdamW(
             groups, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay
         )
