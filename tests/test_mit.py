@@ -1,5 +1,7 @@
 """MiT encoders and the DAFormer decoder: ImageNet files in the SegFormer (torch.save) and Hugging
-Face (safetensors) layouts land on every tensor, identically; the decoder has DAFormer's structure."""
+Face (safetensors) layouts land on every tensor, identically; the loaded encoder computes what a
+functional MiT written from the paper computes on the file's tensors; the decoder has DAFormer's
+structure."""
 
 from __future__ import annotations
 
@@ -133,6 +135,63 @@ def test_hugging_face_file_gives_the_same_encoder(b0_files: tuple) -> None:
     with torch.no_grad():
         for fa, fb in zip(original(x), hf(x)):
             assert torch.equal(fa, fb)
+
+
+def segformer_forward(w: dict[str, torch.Tensor], x: torch.Tensor, depths: tuple[int, ...]) -> list[torch.Tensor]:
+    """MiT's forward written from the SegFormer paper, on the file's own tensor names: overlapping
+    patch embedding, attention with spatially reduced keys/values (fused ``kv``: keys first),
+    Mix-FFN (fc1, depthwise 3x3, GELU, fc2), a LayerNorm after every stage."""
+    import torch.nn.functional as F
+
+    heads = (1, 2, 5, 8)
+    maps = []
+    for s, depth in enumerate(depths):
+        p = f"patch_embed{s + 1}"
+        k = w[f"{p}.proj.weight"].shape[-1]
+        x = F.conv2d(x, w[f"{p}.proj.weight"], w[f"{p}.proj.bias"], stride=4 if s == 0 else 2, padding=k // 2)
+        b, c, h, wd = x.shape
+        t = F.layer_norm(x.flatten(2).transpose(1, 2), (c,), w[f"{p}.norm.weight"], w[f"{p}.norm.bias"], 1e-5)
+        for j in range(depth):
+            o = f"block{s + 1}.{j}"
+
+            def ln(name: str, z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+                return F.layer_norm(z, (c,), w[f"{o}.{name}.weight"], w[f"{o}.{name}.bias"], eps)
+
+            def lin(name: str, z: torch.Tensor) -> torch.Tensor:
+                return F.linear(z, w[f"{o}.{name}.weight"], w[f"{o}.{name}.bias"])
+
+            y = ln("norm1", t)
+            kv_in = y
+            if SR[s] > 1:
+                grid = y.transpose(1, 2).reshape(b, c, h, wd)
+                kv_in = F.conv2d(grid, w[f"{o}.attn.sr.weight"], w[f"{o}.attn.sr.bias"], stride=SR[s])
+                kv_in = ln("attn.norm", kv_in.flatten(2).transpose(1, 2), 1e-5)
+            n, d = heads[s], c // heads[s]
+            q = lin("attn.q", y).reshape(b, -1, n, d).transpose(1, 2)
+            key, value = lin("attn.kv", kv_in).split(c, dim=-1)
+            key, value = (z.reshape(b, -1, n, d).transpose(1, 2) for z in (key, value))
+            attention = (q @ key.transpose(-2, -1) * d**-0.5).softmax(-1) @ value
+            t = t + lin("attn.proj", attention.transpose(1, 2).reshape(b, -1, c))
+            hidden = lin("mlp.fc1", ln("norm2", t)).transpose(1, 2).reshape(b, 4 * c, h, wd)
+            hidden = F.conv2d(hidden, w[f"{o}.mlp.dwconv.dwconv.weight"], w[f"{o}.mlp.dwconv.dwconv.bias"], padding=1, groups=4 * c)
+            t = t + lin("mlp.fc2", F.gelu(hidden.flatten(2).transpose(1, 2)))
+        t = F.layer_norm(t, (c,), w[f"norm{s + 1}.weight"], w[f"norm{s + 1}.bias"], 1e-6)
+        x = t.transpose(1, 2).reshape(b, c, h, wd)
+        maps.append(x)
+    return maps
+
+
+def test_loaded_encoder_computes_mit_as_published(b0_files: tuple) -> None:
+    path, _, _, _ = b0_files
+    small = {k: v * 0.1 for k, v in torch.load(path, weights_only=True).items()}  # tame random weights
+    torch.save(small, path.with_name("small.pth"))
+    encoder = MiTEncoder("mit_b0").eval()
+    load_encoder_weights(encoder, path.with_name("small.pth"), ADAPT)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        ours, reference = encoder(x), segformer_forward(small, x, B0[1])
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_a_file_of_another_variant_is_refused_by_name(b0_files: tuple) -> None:
