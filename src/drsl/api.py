@@ -12,14 +12,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from drsl.config import Config, apply_overrides, config_from_dict, load_config
 from drsl.data.classes import ClassSet, bind_class_set, checkpoint_class_set
+from drsl.data.io import as_rgb
 from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drsl.engine.distributed import DistInfo, init_distributed, wants_cuda
-from drsl.evaluation.inference import predict_probs
+from drsl.evaluation.inference import in_tiles, predict_probs
+
+#: Images over this many pixels are segmented in tiles (memory stays bounded: ``drsl predict`` on an
+#: 8000 x 8000 photo), each seen with ``TILE_MARGIN`` pixels of context on every side.
+TILE_PIXELS = 2048 * 2048
+TILE_MARGIN = 128
 
 
 def _config_for(state: dict[str, Any], path: str | Path, config: str | Path | None, overrides: list[str]) -> Config:
@@ -47,43 +54,69 @@ class SegmentationModel:
         """True for DRSL models, which can report each pixel's mode."""
         return self.module.regularizer is not None
 
-    def _tensor(self, image: np.ndarray | Image.Image | Tensor) -> Tensor:
+    def _batch(self, image: np.ndarray | Image.Image | Tensor) -> Tensor:
+        """A (B, 3, H, W) batch (uint8 or float, on the CPU) of an image, image batch or tensor."""
         if isinstance(image, Image.Image):
-            image = np.asarray(image.convert("RGB"))
+            image = as_rgb(image, "the given PIL image")
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
             image = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        batch = image.unsqueeze(0) if image.dim() == 3 else image
-        batch = batch.to(self.device)
+        return image.unsqueeze(0) if image.dim() == 3 else image
+
+    def _tensor(self, image: np.ndarray | Image.Image | Tensor) -> Tensor:
+        batch = self._batch(image).to(self.device)
         return batch.float().div(255.0) if batch.dtype == torch.uint8 else batch.float()
 
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray | Image.Image | Tensor, eval_cfg: Any = None) -> Tensor:
-        """Class probabilities (B, C, H, W) at the input size, with the config's inference options."""
+        """Class probabilities (B, C, H, W) at the input size, with the config's inference options.
+
+        Memory grows with C x H x W: for large images use :meth:`predict`, which works in tiles.
+        """
         images = self._tensor(image)
         fn = lambda x: torch.softmax(self.module.segmentor(x).logits.float(), dim=1)  # noqa: E731
         return predict_probs(fn, images, eval_cfg or self.config.eval, out_size=images.shape[-2:])
 
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray | Image.Image | Tensor, max_pixels: int = TILE_PIXELS) -> tuple[Tensor, Tensor]:
+        """(confidence, labels), each (B, H, W): max and argmax (uint8) of :meth:`probabilities`.
+
+        Images over ``max_pixels`` pixels are processed in tiles (:func:`in_tiles`, with
+        ``TILE_MARGIN`` pixels of context), so memory stays bounded whatever the image size.
+        """
+        def labelled(tile: Tensor) -> Tensor:
+            confidence, labels = self.probabilities(tile).max(1)
+            return torch.stack([confidence, labels.float()], 1)
+
+        out = in_tiles(labelled, self._batch(image), max_pixels=max_pixels, margin=TILE_MARGIN)
+        return out[:, 0], out[:, 1].to(torch.uint8)
+
     def segment(self, image: np.ndarray | Image.Image | Tensor) -> np.ndarray:
         """Train-id label map (H, W) uint8 of one HxWx3 uint8 RGB image (numpy or PIL)."""
-        return self.probabilities(image).argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return self.predict(image)[1][0].cpu().numpy()
 
     @torch.inference_mode()
-    def mode_map(self, image: np.ndarray | Image.Image | Tensor, labels: np.ndarray) -> np.ndarray:
-        """Each pixel's mode (H, W) under the given labels; 255 where unlabelled (DRSL models only)."""
+    def mode_map(
+        self, image: np.ndarray | Image.Image | Tensor, labels: np.ndarray, max_pixels: int = TILE_PIXELS
+    ) -> np.ndarray:
+        """Each pixel's mode (H, W) under the given labels; 255 where unlabelled (DRSL models only).
+
+        Large images are processed in tiles, like :meth:`predict`.
+        """
         if not self.has_modes:
             raise ValueError("this checkpoint has no MMDL head (not a DRSL model)")
-        images = self._tensor(image)
-        features = self.module.segmentor(images).features
-        label_tensor = torch.as_tensor(labels, device=self.device).long()[None]
-        small = torch.nn.functional.interpolate(
-            label_tensor[:, None].float(), size=features.shape[-2:], mode="nearest"
-        )[:, 0].long()
-        modes = self.module.regularizer.mode_map(features, small).float()
-        return torch.nn.functional.interpolate(
-            modes[:, None], size=images.shape[-2:], mode="nearest"
-        )[0, 0].to(torch.uint8).cpu().numpy()
+
+        def modes_of(tile: Tensor, tile_labels: Tensor) -> Tensor:
+            images = self._tensor(tile)
+            features = self.module.segmentor(images).features
+            small = F.interpolate(tile_labels.to(self.device).float(), size=features.shape[-2:], mode="nearest")
+            modes = self.module.regularizer.mode_map(features, small[:, 0].long()).float()
+            return F.interpolate(modes[:, None], size=images.shape[-2:], mode="nearest")
+
+        label_batch = torch.as_tensor(labels)[None, None]
+        modes = in_tiles(modes_of, self._batch(image), label_batch, max_pixels=max_pixels, margin=TILE_MARGIN)
+        return modes[0, 0].to(torch.uint8).cpu().numpy()
 
 
 def load_model(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from drsl.data.errors import DataError
 
@@ -37,15 +37,46 @@ def _open(path: str | Path) -> Iterator[Image.Image]:
         raise DataError(path, f"unreadable or truncated image ({exc})") from None
 
 
+#: 16-bit greyscale modes: shown with their high byte, as viewers show 16-bit images on 8-bit screens.
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+#: EXIF orientations that rotate by 90 or 270 degrees (width and height swap).
+_TRANSPOSING = (5, 6, 7, 8)
+_ORIENTATION = 0x0112
+
+
+def as_rgb(image: Image.Image, path: str | Path) -> np.ndarray:
+    """An HxWx3 uint8 array of ``image`` as an image viewer shows it, or a DataError naming ``path``.
+
+    The EXIF orientation is applied; 16-bit greyscale keeps its high byte (32-bit integers too,
+    when their values fit 16 bits); transparent pixels are composited over black; palette, CMYK,
+    YCbCr, LAB and bilevel images are converted by PIL. Floating-point images have no one way to
+    be shown and are refused.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "F":
+        raise DataError(path, "32-bit floating-point images are not supported (save it as 8- or 16-bit)")
+    if image.mode in _SIXTEEN_BIT or image.mode == "I":
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(path, f"{image.mode} image with values outside 0..65535 (save it as 8- or 16-bit)")
+        grey = (values.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
+        return (rgba[:, :, :3] * rgba[:, :, 3:] // 255).astype(np.uint8)
+    return np.array(image.convert("RGB"))
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An HxWx3 uint8 RGB array (any PIL-readable format is converted to RGB)."""
+    """An HxWx3 uint8 RGB array of any image PIL reads, as a viewer shows it (:func:`as_rgb`)."""
     with _open(path) as image:
-        return np.array(image.convert("RGB"))
+        return as_rgb(image, path)
 
 
 def read_label(path: str | Path) -> np.ndarray:
     """A single-channel HxW label map as stored: uint8 (L/P modes, palette indices) or uint16."""
     with _open(path) as image:
+        image = ImageOps.exif_transpose(image)
         if image.mode not in _LABEL_MODES:
             problem = f"expected a single-channel label image, got PIL mode {image.mode}"
             raise DataError(path, problem)
@@ -74,6 +105,11 @@ def read_synthia_label(path: str | Path) -> np.ndarray:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+    """(width, height) as shown (EXIF orientation applied), from the header without decoding pixels."""
     with _open(path) as image:
-        return image.size
+        width, height = image.size
+        # A PNG's EXIF may follow its pixels: found only by decoding them, which this must not do.
+        header_exif = image.format != "PNG" or "exif" in image.info
+        if header_exif and image.getexif().get(_ORIENTATION) in _TRANSPOSING:
+            return height, width
+        return width, height

@@ -13,6 +13,7 @@ only the max and argmax of each band, so its memory stays bounded at any label s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from drsl.config import EvalConfig
 
 __all__ = [
-    "ProbFn", "average_rows", "pass_maps", "predict_labels", "predict_probs", "row_bands",
+    "ProbFn", "average_rows", "in_tiles", "pass_maps", "predict_labels", "predict_probs", "row_bands",
     "upsample_argmax", "window_starts",
 ]
 
@@ -86,6 +87,38 @@ def _slide(
             count[top : top + crop_h, left : left + crop_w] += 1
     assert total is not None
     return (total / count)[..., :height, :width]
+
+
+def in_tiles(
+    fn: Callable[..., torch.Tensor], *images: torch.Tensor, max_pixels: int, margin: int
+) -> torch.Tensor:
+    """``fn(*images)`` computed tile by tile, so that memory stays bounded for very large images.
+
+    ``images`` are (B, K_i, H, W) tensors of one size; ``fn`` maps crops of them to per-pixel
+    outputs (B, K, h, w) at the crop size. An image of at most ``max_pixels`` pixels is one call.
+    A larger one is cut into tiles whose cores tile it, each seen with up to ``margin`` pixels of
+    context on every side (cut from its result), every crop within ``max_pixels``. For an ``fn``
+    whose output at a pixel depends on at most ``margin`` pixels around it, the result equals
+    ``fn(*images)``; for a network it differs only where its receptive field reaches further.
+    """
+    height, width = images[0].shape[-2:]
+    if height * width <= max_pixels:
+        return fn(*images)
+    core = math.isqrt(max_pixels) - 2 * margin
+    if core < 1:
+        raise ValueError(f"max_pixels={max_pixels} leaves no room for tiles with a margin of {margin}")
+    out: torch.Tensor | None = None
+    for top in range(0, height, core):
+        for left in range(0, width, core):
+            y0, x0 = max(top - margin, 0), max(left - margin, 0)
+            y1, x1 = min(top + core + margin, height), min(left + core + margin, width)
+            result = fn(*(image[..., y0:y1, x0:x1] for image in images))
+            if out is None:
+                out = result.new_empty((*result.shape[:2], height, width))
+            bottom, right = min(top + core, height), min(left + core, width)
+            out[..., top:bottom, left:right] = result[..., top - y0:bottom - y0, left - x0:right - x0]
+    assert out is not None
+    return out
 
 
 @torch.inference_mode()
