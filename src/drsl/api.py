@@ -21,7 +21,7 @@ from drsl.data.classes import ClassSet, bind_class_set, checkpoint_class_set
 from drsl.data.io import as_rgb
 from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drsl.engine.distributed import DistInfo, init_distributed, wants_cuda
-from drsl.evaluation.inference import in_tiles, predict_probs
+from drsl.evaluation.inference import in_tiles, predict_labels, predict_probs
 
 #: Images over this many pixels are segmented in tiles (memory stays bounded: ``drsl predict`` on an
 #: 8000 x 8000 photo), each seen with ``TILE_MARGIN`` pixels of context on every side.
@@ -75,18 +75,21 @@ class SegmentationModel:
         Memory grows with C x H x W: for large images use :meth:`predict`, which works in tiles.
         """
         images = self._tensor(image)
-        fn = lambda x: torch.softmax(self.module.segmentor(x).logits.float(), dim=1)  # noqa: E731
-        return predict_probs(fn, images, eval_cfg or self.config.eval, out_size=images.shape[-2:])
+        return predict_probs(self._softmax, images, eval_cfg or self.config.eval, out_size=images.shape[-2:])
+
+    def _softmax(self, images: Tensor) -> Tensor:
+        return torch.softmax(self.module.segmentor(images).logits.float(), dim=1)
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray | Image.Image | Tensor, max_pixels: int = TILE_PIXELS) -> tuple[Tensor, Tensor]:
-        """(confidence, labels), each (B, H, W): max and argmax (uint8) of :meth:`probabilities`.
+        """(confidence, labels), each (B, H, W): max and argmax (uint8) of :meth:`probabilities`
+        (up to float rounding), never holding all class probabilities at full resolution.
 
         Images over ``max_pixels`` pixels are processed in tiles (:func:`in_tiles`, with
         ``TILE_MARGIN`` pixels of context), so memory stays bounded whatever the image size.
         """
         def labelled(tile: Tensor) -> Tensor:
-            confidence, labels = self.probabilities(tile).max(1)
+            confidence, labels = predict_labels(self._softmax, self._tensor(tile), self.config.eval)
             return torch.stack([confidence, labels.float()], 1)
 
         out = in_tiles(labelled, self._batch(image), max_pixels=max_pixels, margin=TILE_MARGIN)
