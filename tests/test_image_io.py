@@ -15,6 +15,7 @@ from PIL import Image
 from drsl.api import SegmentationModel
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
+from drsl.data.classes import bind_class_set
 from drsl.data.errors import DataError
 from drsl.data.io import image_size, read_image
 from drsl.evaluation.inference import in_tiles
@@ -117,7 +118,7 @@ def test_tiles_equal_the_whole_for_local_functions() -> None:
 
 def test_predict_on_a_large_image_stays_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config(resolve_config_path("synth/source_only"), ["model.light_width=1", "model.pretrained=null"])
-    model = SegmentationModel(build_module(config), config, torch.device("cpu"))
+    model = SegmentationModel(build_module(config), config, bind_class_set(config), torch.device("cpu"))
     monkeypatch.setattr("drsl.api.TILE_MARGIN", 8)
     seen: list[int] = []
     model.module.segmentor.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].shape[-2] * inputs[0].shape[-1]))
