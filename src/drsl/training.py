@@ -201,7 +201,9 @@ def run_training(
                 run_rounds(ctx)
             else:
                 run_online(ctx)
-            return finish(ctx)
+            summary = finish(ctx)
+        barrier()  # leave together: the main process records the outcome first
+        return summary
     finally:
         ctx.logger.close()
 
