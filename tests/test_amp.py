@@ -1,5 +1,4 @@
-"""Mixed precision, channels-last and gradient accumulation in the trainer (CPU), and the CPU path
-of the GPU smoke script.
+"""Mixed precision, channels-last and gradient accumulation in the trainer (CPU).
 
 On CPU, bf16 autocast works, and so does fp16 with a GradScaler (torch >= 2.3); on CUDA the same
 code runs unchanged. Gradient accumulation is compared with BatchNorm frozen and data without
@@ -10,8 +9,6 @@ equally many valid pixels.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from pathlib import Path
 
@@ -19,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from drsl.bench import gpu_smoke
 from drsl.bench.pipeline import write_cityscapes_like, write_gta5_like
 from drsl.config import Config, load_config
 from drsl.configs import resolve_config_path
@@ -161,31 +157,3 @@ def test_gradient_accumulation_equals_full_batch(valid_data: Path, tmp_path: Pat
     full_bn = accumulation_run(valid_data, tmp_path / "full_bn", 1)
     accumulated_bn = accumulation_run(valid_data, tmp_path / "accum_bn", 2)
     assert max_difference(full_bn, accumulated_bn) > 1e-4
-
-
-def test_gpu_smoke_tiny_cpu_path(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    gpu_smoke.add_arguments(parser)
-    args = parser.parse_args(["--tiny", "--device", "cpu", "--out", str(tmp_path)])
-    assert gpu_smoke.run(args) == 0
-    result = json.loads((tmp_path / "smoke.json").read_text())
-    assert result["iterations"] == 6 and result["amp"] == "bf16" and result["rounds"] == 3
-    assert result["seconds_per_iteration_median"] > 0
-    assert (tmp_path / "run" / "checkpoints" / "latest.pt").is_file()
-    assert (tmp_path / "run" / "pseudo_labels" / "round_2" / "manifest.json").is_file()
-
-
-def test_speed_benchmark_runs_every_case_under_bf16() -> None:
-    from drsl.bench import speed
-
-    parser = argparse.ArgumentParser()
-    speed.add_arguments(parser)
-    args = parser.parse_args([
-        "--crop", "32", "32", "--batch", "1", "--repeats", "2", "--warmup", "1", "--amp", "bf16",
-        "--light-width", "1", "--no-memory", "--pseudo-images", "2", "--device", "cpu",
-    ])
-    result = speed.run_speed_benchmark(args)
-    assert set(result["cases"]) == set(speed.ALL_CASES)
-    assert set(result["ratios"]) == {"source_only/floor", "drsl/cbst"}
-    assert all(row["seconds"]["median"] > 0 for row in result["cases"].values())
-    assert "drsl" in speed.format_speed(result)

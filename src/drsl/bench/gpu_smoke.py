@@ -2,7 +2,11 @@
 
 Writes a handful of generated images in the GTA5 (1914x1052) and Cityscapes (2048x1024) layouts,
 then runs the packaged ``gta5_cityscapes/drsl`` config on them, shortened to 200 iterations and
-started from random weights (``--pretrained`` for an ImageNet/DeepLab init file): DeepLab-v2
+started from random weights whose BatchNorm statistics are calibrated on a few of the generated
+source and target images, trained at a small learning rate (``--random-lr``; with the default
+statistics, mean 0 and variance 1, a random ResNet-101 with frozen BatchNorm blows up: features of
+standard deviation in the thousands, a non-finite loss in the first steps);
+``--pretrained`` starts from an ImageNet/DeepLab init file at the config's rate instead. DeepLab-v2
 ResNet-101, bf16 autocast, GTA5 resized to 1280x720 and Cityscapes to 1024x512, 512x1024 crops,
 the config's global batch (4 source + 4 target), frozen BatchNorm, the rounds host with its three
 pseudo-labelling passes, and a final evaluation. It prints seconds per iteration (median of the
@@ -18,6 +22,7 @@ writes ``smoke.json`` in the output folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -51,6 +56,11 @@ def write_data(root: Path, tiny: bool, images: int) -> None:
     write_cityscapes_like(root / "cityscapes", "train", images, sizes["cityscapes"], seed=1)
     write_cityscapes_like(root / "cityscapes", "val", 2, sizes["cityscapes"], seed=2)
 
+
+#: Learning rate of a run from random weights. The configs' rate (1e-4, heads 10x) made a random
+#: ResNet-101 with calibrated frozen BatchNorm diverge in two steps on CPU (source loss 4.7, 3591,
+#: 14968); at 1e-6 it stayed between 4.7 and 19 (see docs/scaling.md).
+RANDOM_LR = 1e-6
 
 #: The packaged config the smoke run starts from (the paper lineage's GTA5 -> Cityscapes DRSL).
 CONFIG = "gta5_cityscapes/drsl"
@@ -91,6 +101,30 @@ def smoke_overrides(args: argparse.Namespace, data: Path, work: Path) -> list[st
     return out + list(args.overrides)
 
 
+def calibrated_init(config: Any, path: Path, device: str, images: int = 4) -> Path:
+    """An init checkpoint of random weights (seeded by the config) whose BatchNorm statistics are
+    the average over ``images`` source and as many target images (the forward sees both), saved
+    with the keys of the model the run builds."""
+    from drsl.data.classes import load_class_set
+    from drsl.data.registry import build_dataset
+    from drsl.engine.checkpoint import save_checkpoint
+    from drsl.models.batchnorm import calibrate_batchnorm
+    from drsl.models.segmentor import build_model, build_segmentor
+
+    model_cfg = dataclasses.replace(config.model, pretrained=None)
+    torch.manual_seed(config.seed)
+    segmentor = build_segmentor(model_cfg).to(device)
+    classes = load_class_set(config.data.classes)
+    sets = [build_dataset(config.data.source, classes), build_dataset(config.data.target, classes, require_labels=False)]
+    calibrate_batchnorm(segmentor, (
+        data[i]["image"][None].to(device).float().div_(255.0) for data in sets for i in range(min(images, len(data)))
+    ))
+    keys = build_model(model_cfg).state_dict().keys()  # frozen BatchNorm keeps no batch counter
+    state = {f"segmentor.{k}": v.cpu() for k, v in segmentor.state_dict().items() if k in keys}
+    save_checkpoint(path, {"model": state})
+    return path
+
+
 def seconds_per_iteration(work: Path) -> list[float]:
     """The ``train/seconds_per_iter`` of every logged window, in order."""
     values = []
@@ -123,6 +157,9 @@ def run_smoke(args: argparse.Namespace) -> dict[str, Any]:
     from drsl.configs import resolve_config_path
 
     config = load_config(resolve_config_path(CONFIG), smoke_overrides(args, data, work))
+    if not args.pretrained:
+        config.init_checkpoint = str(calibrated_init(config, out / "calibrated_init.pt", device))
+        config.optim.lr = args.random_lr
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -137,6 +174,8 @@ def run_smoke(args: argparse.Namespace) -> dict[str, Any]:
         "iterations": config.train.iterations,
         "rounds": config.adapt.rounds,
         "config": CONFIG,
+        "init": args.pretrained or "random, BatchNorm statistics calibrated on generated source and target images",
+        "lr": config.optim.lr,
         "global_batch": config.data.batch_size,
         "crop": config.data.source_augment.crop_size,
         "seconds_per_iteration_median": statistics.median(windows) if windows else None,
@@ -185,6 +224,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"], help="mixed precision")
     parser.add_argument("--backbone", default="resnet101", choices=["resnet101", "resnet101_deeplab", "resnet50"], help="encoder")
     parser.add_argument("--pretrained", help="ImageNet/DeepLab init weights file (optional)")
+    parser.add_argument("--random-lr", type=float, default=RANDOM_LR,
+                        help="learning rate from random weights (without --pretrained); timing does not depend on it")
     add_device(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides")
 

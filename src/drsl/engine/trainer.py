@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,13 +54,14 @@ class LogWindow:
         self.first_bad: Tensor | None = None
         self.bad_terms: Tensor | None = None
 
+    @torch.no_grad()
     def add(self, loss: Tensor, logs: dict[str, Tensor | float], iteration: int, weight: float = 1.0) -> None:
         """Add one (micro-)batch's logs, weighted; remember ``iteration`` if its loss is not finite."""
         tensors = {k: v for k, v in logs.items() if isinstance(v, Tensor)}
         if not self.keys:
             self.keys = list(tensors)
-        values = torch.stack([tensors[k].detach().float() for k in self.keys] + [loss.detach().float()])
-        self.sums = values * weight if self.sums is None else self.sums + values * weight
+        values = torch.stack([tensors[k] for k in self.keys] + [loss]).float()  # one vector, promoted
+        self.sums = values * weight if self.sums is None else self.sums.add_(values, alpha=weight)
         for key, value in logs.items():
             if not isinstance(value, Tensor):
                 self.numbers[key] = self.numbers.get(key, 0.0) + float(value) * weight
@@ -120,6 +121,16 @@ def compile_model(module: nn.Module) -> None:
     the regulariser stay eager (their sampling would only break the graph).
     """
     getattr(module, "segmentor", module).compile()
+
+
+#: The autocast dtypes of ``train.amp`` (and ``eval.amp``); "none" runs in float32.
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """``torch.autocast`` on ``device`` in ``dtype``; no context at all for None (float32), which
+    also runs on devices autocast does not know, such as ``meta``."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def move_to(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -191,7 +202,7 @@ class Trainer:
         )
         self.optimizer = build_optimizer(module, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, train.iterations)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp)
+        self.amp_dtype = AMP_DTYPES.get(train.amp)
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=train.amp == "fp16")
         self.iteration = 0
         self.checkpoint_dir = Path(config.work_dir) / "checkpoints"
@@ -265,10 +276,7 @@ class Trainer:
             # Gradients are all-reduced only on the last micro-batch. One no_sync() context spans
             # forward and backward: it is a single-use context manager.
             with self.model.no_sync() if self.dist.enabled and not last else nullcontext():
-                with torch.autocast(
-                    self.dist.device.type, dtype=self.amp_dtype or torch.float32,
-                    enabled=self.amp_dtype is not None,
-                ):
+                with autocast(self.dist.device, self.amp_dtype):
                     output: StepOutput = self.model(micro, self.iteration)
                 self.scaler.scale(output.loss / parts).backward()
             # Finiteness is checked when the window is read, not here: that would wait for the GPU.

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from drsl.config import Config, EvalConfig
 from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import progress as progress_bar
-from drsl.engine.trainer import conv_settings
+from drsl.engine.trainer import AMP_DTYPES, autocast, conv_settings
 from drsl.evaluation.inference import predict_labels
 from drsl.evaluation.metrics import ConfusionMatrix, summarize
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from drsl.data.classes import ClassSet
 
 ProbFn = Callable[[Tensor], Tensor]
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def shard(dataset: Dataset, dist: DistInfo) -> Dataset:
@@ -125,7 +124,7 @@ def segmentor_prob_fn(segmentor: torch.nn.Module, amp: str = "none", channels_la
     def probs(images: Tensor) -> Tensor:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(images.device, dtype):
             logits = segmentor(images).logits
         return torch.softmax(logits.float(), dim=1)
 
