@@ -51,6 +51,7 @@ def make_config(method: str, args: argparse.Namespace, data: Path | None = None)
     """
     from drsl.config import load_config
     from drsl.configs import resolve_config_path
+    from drsl.data.classes import bind_class_set
 
     path, extra = METHODS[method]
     crop = f"[{args.crop[0]},{args.crop[1]}]"
@@ -69,7 +70,9 @@ def make_config(method: str, args: argparse.Namespace, data: Path | None = None)
         overrides += [
             f"data.val.root={data}", f"data.target.root={data}", f"data.target.resize={eval_resize}",
         ]
-    return load_config(resolve_config_path(path), [*overrides, *extra])
+    config = load_config(resolve_config_path(path), [*overrides, *extra])
+    bind_class_set(config)
+    return config
 
 
 def blocky_labels(batch: int, size: tuple[int, int], rng: np.random.Generator, ignore: float) -> torch.Tensor:

@@ -105,16 +105,16 @@ def calibrated_init(config: Any, path: Path, device: str, images: int = 4) -> Pa
     """An init checkpoint of random weights (seeded by the config) whose BatchNorm statistics are
     the average over ``images`` source and as many target images (the forward sees both), saved
     with the keys of the model the run builds."""
-    from drsl.data.classes import load_class_set
+    from drsl.data.classes import bind_class_set
     from drsl.data.registry import build_dataset
     from drsl.engine.checkpoint import save_checkpoint
     from drsl.models.batchnorm import calibrate_batchnorm
     from drsl.models.segmentor import build_model, build_segmentor
 
+    classes = bind_class_set(config)
     model_cfg = dataclasses.replace(config.model, pretrained=None)
     torch.manual_seed(config.seed)
     segmentor = build_segmentor(model_cfg).to(device)
-    classes = load_class_set(config.data.classes)
     sets = [build_dataset(config.data.source, classes), build_dataset(config.data.target, classes, require_labels=False)]
     calibrate_batchnorm(segmentor, (
         data[i]["image"][None].to(device).float().div_(255.0) for data in sets for i in range(min(images, len(data)))
