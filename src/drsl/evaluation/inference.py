@@ -186,19 +186,19 @@ def average_rows(maps: Sequence[torch.Tensor], out_size: Sequence[int], rows: sl
     total: torch.Tensor | None = None
     for probs in maps:
         h = probs.shape[-2]
-        if (h, probs.shape[-1]) == (height, width):
-            band = probs[..., rows, :].float()
+        if rows.start == 0 and rows.stop == height:  # the whole map: F.interpolate itself
+            band = _resize(probs.float(), (height, width))
         else:
             scale = h / height  # the input rows this band reads, with a margin of one either side
             top = max(0, int(max(0.0, (rows.start + 0.5) * scale - 0.5)) - 1)
             bottom = min(h, int(max(0.0, (rows.stop - 0.5) * scale - 0.5)) + 3)
             strip = _resize(probs[..., top:bottom, :].float(), (bottom - top, width))  # along W only
             low, high, weight = _source_rows(h, height, rows, probs.device)
-            weight = weight.view(1, 1, -1, 1)
-            band = (1 - weight) * strip[..., low - top, :] + weight * strip[..., high - top, :]
-        total = band if total is None else total + band
+            band = torch.lerp(strip.index_select(-2, low - top), strip.index_select(-2, high - top),
+                              weight.view(-1, 1))
+        total = band if total is None else total.add_(band)
     assert total is not None
-    return total / len(maps)
+    return total if len(maps) == 1 else total.div_(len(maps))
 
 
 def row_bands(height: int, bytes_per_row: int, max_bytes: int) -> list[slice]:
