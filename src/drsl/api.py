@@ -93,7 +93,7 @@ class SegmentationModel:
             return torch.stack([confidence, labels.float()], 1)
 
         out = in_tiles(labelled, self._batch(image), max_pixels=max_pixels, margin=TILE_MARGIN)
-        return out[:, 0], out[:, 1].to(torch.uint8)
+        return out[:, 0].clone(), out[:, 1].to(torch.uint8)
 
     def segment(self, image: np.ndarray | Image.Image | Tensor) -> np.ndarray:
         """Train-id label map (H, W) uint8 of one HxWx3 uint8 RGB image (numpy or PIL)."""

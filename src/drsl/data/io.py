@@ -52,7 +52,7 @@ def as_rgb(image: Image.Image, path: str | Path) -> np.ndarray:
     YCbCr, LAB and bilevel images are converted by PIL. Floating-point images have no one way to
     be shown and are refused.
     """
-    image = ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)
     if image.mode == "F":
         raise DataError(path, "32-bit floating-point images are not supported (save it as 8- or 16-bit)")
     if image.mode in _SIXTEEN_BIT or image.mode == "I":
@@ -64,7 +64,7 @@ def as_rgb(image: Image.Image, path: str | Path) -> np.ndarray:
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
         return (rgba[:, :, :3] * rgba[:, :, 3:] // 255).astype(np.uint8)
-    return np.array(image.convert("RGB"))
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -76,7 +76,7 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_label(path: str | Path) -> np.ndarray:
     """A single-channel HxW label map as stored: uint8 (L/P modes, palette indices) or uint16."""
     with _open(path) as image:
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
         if image.mode not in _LABEL_MODES:
             problem = f"expected a single-channel label image, got PIL mode {image.mode}"
             raise DataError(path, problem)

@@ -48,10 +48,19 @@ def colorize_modes(modes: np.ndarray, num_modes: int | None = None) -> np.ndarra
     return table[modes]
 
 
+#: Pixels blended at once: float copies of a very large image would hold gigabytes.
+BLEND_PIXELS = 2**20
+
+
 def blend(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """``image`` (HxWx3 uint8) mixed with ``colors`` at opacity ``alpha``."""
-    mixed = image.astype(np.float32) * (1 - alpha) + colors.astype(np.float32) * alpha
-    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+    """``image`` (HxWx3 uint8) mixed with ``colors`` at opacity ``alpha``, in bands of rows."""
+    out = np.empty(image.shape, dtype=np.uint8)
+    rows = max(1, BLEND_PIXELS // max(1, image.shape[1]))
+    for top in range(0, image.shape[0], rows):
+        band = slice(top, top + rows)
+        mixed = image[band].astype(np.float32) * (1 - alpha) + colors[band].astype(np.float32) * alpha
+        out[band] = np.clip(np.round(mixed), 0, 255)
+    return out
 
 
 def label_overlay(image: np.ndarray, label: np.ndarray, classes: ClassSet, alpha: float = 0.5) -> np.ndarray:
