@@ -234,6 +234,9 @@ class TrainConfig:
     checkpoint_every: NonNegativeInt = 1000
     panel_every: NonNegativeInt = 0
     deterministic: bool = False
+    #: Experiment trackers that also receive the logged scalars and panels (each needs its
+    #: package installed: wandb needs `pip install wandb`).
+    trackers: list[Literal["wandb"]] = field(default_factory=list)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from drsl.engine.distributed import DistInfo, barrier, init_distributed
 from drsl.engine.logging import RunLogger
 from drsl.engine.run_dir import RunDirectory, plan_run
 from drsl.engine.sampling import SeededView
+from drsl.engine.trackers import build_trackers, check_trackers
 from drsl.engine.seeding import seed_everything
 from drsl.engine.trainer import Trainer
 from drsl.evaluation.evaluate import config_prob_fn, evaluate, flat_scalars
@@ -119,7 +120,8 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> Ru
     classes = bind_class_set(config)
     seed_everything(config.seed, config.train.deterministic)
     per_rank_batch(config, dist)
-    logger = RunLogger(config.work_dir, enabled=dist.is_main)
+    check_trackers(config)
+    logger = RunLogger(config.work_dir, enabled=dist.is_main, name=config.name)
     module = build_module(config)
     source = source_view(config, classes)
     val = build_dataset(config.data.val, classes) if config.data.val is not None else None
@@ -137,10 +139,12 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> Ru
 
 
 def start(ctx: RunContext) -> None:
-    """First writes of a run that owns its directory: the class set, the log cut back to the
-    resumed checkpoint, the source sampling weights (cached in the run directory)."""
+    """First writes of a run that owns its directory: the class set, experiment trackers, the
+    log cut back to the resumed checkpoint, the source sampling weights (cached in the run
+    directory)."""
     if ctx.dist.is_main:
         write_class_file(ctx.work_dir / "classes.yaml", ctx.classes)
+        ctx.logger.trackers = build_trackers(ctx.config)
     if ctx.trainer.iteration:
         ctx.logger.truncate(ctx.log_records, ctx.trainer.iteration)
     ctx.source_weights = source_sampling_weights(

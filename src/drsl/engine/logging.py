@@ -1,4 +1,6 @@
-"""Run logging: TensorBoard scalars and images, a JSON-lines metrics file, a progress bar.
+"""Run logging: TensorBoard scalars and images, a JSON-lines metrics file, optional experiment
+trackers (:mod:`drsl.engine.trackers`), and progress: a bar on a terminal, else a one-line status
+with the ETA every ``STATUS_SECONDS`` (log files, CI, ``nohup``).
 
 Only the main rank writes; other ranks get a logger whose methods do nothing.
 """
@@ -7,28 +9,63 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from drsl.fileio import atomic_write_text
 
+if TYPE_CHECKING:
+    from drsl.engine.trackers import Tracker
+
 log = logging.getLogger("drsl")
+
+#: Seconds between two status lines when stderr is not a terminal.
+STATUS_SECONDS = 60.0
+STATUS_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {elapsed} elapsed, ETA {remaining}, {rate_fmt}{postfix}"
+OPEN_STATUS_FORMAT = "{desc}: {n_fmt} done, {elapsed} elapsed, {rate_fmt}{postfix}"
+
+
+class StatusLines:
+    """A file for tqdm that turns each refresh of the bar into one line on stderr."""
+
+    def write(self, text: str) -> None:
+        line = text.strip("\r\n ")
+        if line:
+            sys.stderr.write(line + "\n")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def progress(iterable: Any = None, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar shown only when ``enabled`` and stderr is a terminal (quiet in CI and logs)."""
-    return tqdm(iterable, disable=None if enabled else True, dynamic_ncols=True, **kwargs)
+    """Progress of a loop: a tqdm bar on a terminal; otherwise a status line (done, total, ETA)
+    when it starts, every ``STATUS_SECONDS`` and when it ends; nothing when not ``enabled``."""
+    if not enabled:
+        return tqdm(iterable, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, dynamic_ncols=True, **kwargs)
+    known = kwargs.get("total") is not None or hasattr(iterable, "__len__")
+    kwargs.setdefault("desc", "progress")
+    return tqdm(
+        iterable, file=StatusLines(), mininterval=STATUS_SECONDS, miniters=1,
+        bar_format=STATUS_FORMAT if known else OPEN_STATUS_FORMAT, **kwargs,
+    )
 
 
 class RunLogger:
-    """Writes ``tb/`` event files and ``metrics.jsonl`` in the run directory (main rank only)."""
+    """Writes ``tb/`` event files and ``metrics.jsonl`` in the run directory, and passes scalars
+    and images on to ``trackers`` (main rank only). ``name`` (the run's) heads its progress."""
 
-    def __init__(self, work_dir: str | Path, enabled: bool = True, progress: bool = True) -> None:
+    def __init__(self, work_dir: str | Path, enabled: bool = True, progress: bool = True, name: str = "") -> None:
         self.enabled = enabled
         self.work_dir = Path(work_dir)
+        self.name = name
+        self.trackers: Sequence[Tracker] = ()
         self._writer: Any = None
         self._progress: tqdm | None = None
         self._show_progress = progress and enabled
@@ -77,6 +114,8 @@ class RunLogger:
         for key, value in values.items():
             self.writer.add_scalar(f"{prefix}{key}", value, step)
         record = {"step": step, **{f"{prefix}{k}": v for k, v in values.items()}}
+        for tracker in self.trackers:
+            tracker.scalars(step, {k: v for k, v in record.items() if k != "step"})
         count = self.records
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -97,12 +136,15 @@ class RunLogger:
         """Log an HxWx3 uint8 image."""
         if self.enabled:
             self.writer.add_image(tag, image, step, dataformats="HWC")
+            for tracker in self.trackers:
+                tracker.image(step, tag, image)
 
     def start_progress(self, total: int, initial: int, description: str) -> None:
         """Show a progress bar from ``initial`` to ``total`` iterations."""
         if self._show_progress:
             self.close_progress()
-            self._progress = progress(total=total, initial=initial, desc=description)
+            desc = f"{self.name} {description}" if self.name else description
+            self._progress = progress(total=total, initial=initial, desc=desc)
 
     def advance(self, postfix: dict[str, float] | None = None) -> None:
         """Move the progress bar one step."""
@@ -123,3 +165,6 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = ()
