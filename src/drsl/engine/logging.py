@@ -147,11 +147,12 @@ class RunLogger:
             self._progress = progress(total=total, initial=initial, desc=desc)
 
     def advance(self, postfix: dict[str, float] | None = None) -> None:
-        """Move the progress bar one step."""
+        """Move the progress bar one step; the loss terms of ``postfix`` are shown with it."""
         if self._progress is not None:
             self._progress.update(1)
-            if postfix:
-                self._progress.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
+            losses = {k: f"{v:.3g}" for k, v in (postfix or {}).items() if k.split("/")[-1].startswith("loss")}
+            if losses:
+                self._progress.set_postfix(losses, refresh=False)
 
     def close_progress(self) -> None:
         """Close the progress bar."""
