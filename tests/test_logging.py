@@ -4,6 +4,7 @@ Weights & Biases tracker, tested with a stand-in ``wandb`` module."""
 from __future__ import annotations
 
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,15 @@ def test_without_a_terminal_progress_is_status_lines(monkeypatch: pytest.MonkeyP
     assert lines[-1].startswith("synth_drsl round 2/3: 5/10 (50%)") and "loss_source=0.5" in lines[-1]
 
 
-def test_status_lines_wait_for_the_interval(capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_lines_wait_for_the_interval(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     for _ in progress(range(1000), desc="fast"):
         pass
+    assert capsys.readouterr().err == ""  # a loop shorter than the interval prints nothing
+    monkeypatch.setattr(run_logging, "STATUS_SECONDS", 0.05)
+    for _ in progress(range(4), desc="slow"):
+        time.sleep(0.04)
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) <= 3  # the first, (perhaps) the last refresh, and the closing line
+    assert 2 <= len(lines) <= 4 and lines[-1].startswith("slow: 4/4 (100%)")
     for _ in progress(range(3), enabled=False):
         pass
     assert capsys.readouterr().err == ""

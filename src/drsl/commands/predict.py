@@ -1,5 +1,6 @@
 """``drsl predict``: segment images or folders with a checkpoint and write labels, colours,
-overlays, confidences and (DRSL checkpoints) mode maps, mirroring the inputs' folder structure."""
+overlays, confidences and (DRSL checkpoints) mode maps, mirroring the inputs' folder structure;
+video files are segmented frame by frame (:mod:`drsl.commands.predict_video`)."""
 
 from __future__ import annotations
 
@@ -178,11 +179,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Writes, per image NAME (folder inputs keep their sub-folders): labels/NAME.png "
         "(uint8 class ids), color/NAME.png (the class set's colours), overlay/NAME.jpg, confidence/NAME.png "
         "(max probability x 255) and, for DRSL checkpoints, modes/NAME.png (one colour per mode) and "
-        "modes_raw/NAME.png (uint8 mode ids, 255 = unlabelled). Unreadable inputs are skipped and "
-        "counted; the exit status is 1 if any failed.",
+        "modes_raw/NAME.png (uint8 mode ids, 255 = unlabelled). A video file NAME.mp4 (or .avi, .mov, "
+        ".mkv, .webm, .m4v) gives overlay/NAME.mp4 and, with --frame-labels, labels/NAME/000000.png "
+        "per frame. Unreadable inputs are skipped and counted; the exit status is 1 if any failed.",
     )
     parser.add_argument("checkpoint", help="a drsl checkpoint (training checkpoint or export)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images or folders (searched recursively)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders of images (searched recursively) or video files")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", help="config to use instead of the one stored in the checkpoint")
     add_device(parser)
@@ -200,6 +202,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--panels", action="store_true", help="also write panel/NAME.png: image | prediction | overlay (| modes)"
     )
+    parser.add_argument("--frame-labels", action="store_true", help="videos: also write labels/NAME/FRAME.png per frame")
 
 
 def inference_overrides(args: argparse.Namespace) -> list[str]:
@@ -233,8 +236,12 @@ def run(args: argparse.Namespace) -> int:
     """Run ``drsl predict``; 0 when every input was segmented, 1 when some failed."""
     from drsl.api import load_model
 
+    from drsl.commands.predict_video import predict_video
+    from drsl.data.video import is_video
+
     out_dir = Path(args.out)
-    images, problems = discover(args.inputs, out_dir)
+    videos = [Path(text) for text in args.inputs if is_video(text) and Path(text).is_file()]
+    images, problems = discover([text for text in args.inputs if Path(text) not in videos], out_dir)
     batches, unreadable = size_batches(images, args.batch_size)
     problems += unreadable
     model = load_model(args.checkpoint, args.config, inference_overrides(args), args.device)
@@ -253,6 +260,13 @@ def run(args: argparse.Namespace) -> int:
                 problems.append(f"{result.item.path}: cannot write its outputs ({exc})")
                 continue
             done += 1
+    for video in videos:
+        try:
+            frames = predict_video(model, video, out_dir, args.batch_size, args.alpha, args.frame_labels)
+        except (DataError, OSError) as exc:
+            problems.append(str(exc))
+            continue
+        print(f"wrote {frames} frame(s) of {video} to {out_dir / 'overlay' / (video.stem + '.mp4')}")
     for message in problems:
         print(f"drsl predict: skipped {message}", file=sys.stderr)
     failed = f"; {len(problems)} input(s) failed" if problems else ""

@@ -43,8 +43,9 @@ class StatusLines:
 
 
 def progress(iterable: Any = None, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """Progress of a loop: a tqdm bar on a terminal; otherwise a status line (done, total, ETA)
-    when it starts, every ``STATUS_SECONDS`` and when it ends; nothing when not ``enabled``."""
+    """Progress of a loop: a tqdm bar on a terminal; otherwise, for loops that last longer than
+    ``STATUS_SECONDS``, a status line (done, total, elapsed, ETA) every ``STATUS_SECONDS`` and one
+    when the loop ends; nothing when not ``enabled``."""
     if not enabled:
         return tqdm(iterable, disable=True, **kwargs)
     if sys.stderr.isatty():
@@ -52,7 +53,7 @@ def progress(iterable: Any = None, enabled: bool = True, **kwargs: Any) -> tqdm:
     known = kwargs.get("total") is not None or hasattr(iterable, "__len__")
     kwargs.setdefault("desc", "progress")
     return tqdm(
-        iterable, file=StatusLines(), mininterval=STATUS_SECONDS, miniters=1,
+        iterable, file=StatusLines(), delay=STATUS_SECONDS, mininterval=STATUS_SECONDS, miniters=1,
         bar_format=STATUS_FORMAT if known else OPEN_STATUS_FORMAT, **kwargs,
     )
 
