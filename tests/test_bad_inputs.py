@@ -257,11 +257,21 @@ def test_a_user_error_rebuilt_by_torch_is_unwrapped() -> None:
     assert user_error_message(RuntimeError("a bug"), USER_ERRORS) is None
 
 
-def test_occupied_output_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("argv, message", [
+    (["data", "synth", "{file}/sub", "--num-source", "1"], "is a file, where a folder is needed"),
+    (["evaluate", "missing.pt", "--out", "{file}/x.json"], "is a file, where a folder is needed"),
+    (["evaluate", "missing.pt", "--out", "{folder}"], "is a folder, not a file"),
+    (["train", "synth/source_only", "work_dir={file}/w"], "is a file, where a folder is needed"),
+    (["predict", "missing.pt", "x.png", "--out", "{file}"], "is a file, where a folder is needed"),
+])
+def test_occupied_output_paths_stop_before_any_work(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     occupied = tmp_path / "a_file"
     occupied.write_text("x")
-    line = one_line(*run_cli(["data", "synth", str(occupied / "sub"), "--num-source", "1"], capsys))
-    assert str(occupied) in line
+    argv = [a.format(file=occupied, folder=tmp_path) for a in argv]
+    line = one_line(*run_cli(argv, capsys))
+    assert message in line and "missing.pt" not in line
 
 
 def test_disk_full_during_a_checkpoint_save_keeps_the_previous_one(

@@ -222,21 +222,24 @@ def _inference_overrides(args: argparse.Namespace) -> list[str]:
 
 def _command_evaluate(args: argparse.Namespace) -> int:
     from drsl.api import evaluate_checkpoint
+    from drsl.fileio import atomic_write_json, check_writable
 
+    if args.out:
+        check_writable(args.out)
     summary = evaluate_checkpoint(args.checkpoint, args.config, _inference_overrides(args), args.device)
     from drsl.evaluation.metrics import format_table
 
     print(format_table(summary, f"{args.checkpoint} on its validation set"))
     if args.out:
-        from drsl.fileio import atomic_write_json
-
         atomic_write_json(args.out, summary)
     return 0
 
 
 def _command_pseudo_label(args: argparse.Namespace) -> int:
     from drsl.api import pseudo_label_checkpoint
+    from drsl.fileio import check_writable
 
+    check_writable(args.out, folder=True)
     overrides = list(args.overrides)
     if args.flip:
         overrides.append("adapt.pseudo_label.flip=true")

@@ -64,7 +64,7 @@ def user_error_message(exc: BaseException, user_errors: tuple[type[BaseException
             return None
         last = text.strip().splitlines()[-1]  # "package.module.Name: message"
         text = re.sub(r"^[\w.]+: ", "", last, count=1)
-    elif isinstance(exc, OSError) and not isinstance(exc, user_errors):
+    elif isinstance(exc, OSError) and exc.errno is not None:
         text = describe_os_error(exc)
     elif not isinstance(exc, user_errors):
         return None

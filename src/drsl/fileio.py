@@ -81,10 +81,26 @@ def remove_temporary_files(folder: str | Path) -> int:
     return count
 
 
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """An OSError naming the obstacle when ``path`` (a file, or a ``folder``) cannot be written: a
+    file where a folder is needed, a folder where the file should go, a folder that may not be
+    written. Commands call this on their outputs before any work."""
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    existing = next(p for p in (path if folder else path.parent, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, where a folder is needed", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write here (permission denied or read-only)", str(existing))
+
+
 def require_free_folder(path: str | Path, overwrite: bool = False) -> None:
     """FileExistsError naming ``path`` when it exists and is anything but an empty folder, unless
-    ``overwrite`` (generators and converters call this before any work)."""
+    ``overwrite``; an OSError when it cannot be written (generators and converters call this
+    before any work)."""
     path = Path(path)
+    check_writable(path, folder=True)
     if not overwrite and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(errno.EEXIST, "output folder is not empty (pass --overwrite to replace it)", str(path))
 

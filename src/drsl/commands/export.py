@@ -32,7 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the size of the result (and, for ONNX, its agreement with PyTorch)."""
+    from drsl.fileio import check_writable
+
     source, out = Path(args.checkpoint), Path(args.out)
+    check_writable(out)
     if out.suffix.lower() == ".onnx":
         return _run_onnx(source, out)
     from drsl.api import export_checkpoint

@@ -20,7 +20,7 @@ from drsl.commands import options
 from drsl.commands.help import add_device
 from drsl.data.io import image_size, read_image
 from drsl.engine.logging import progress
-from drsl.fileio import atomic_write_bytes, atomic_write_png
+from drsl.fileio import atomic_write_bytes, atomic_write_png, check_writable
 from drsl.viz.overlay import colorize_modes, confidence_to_uint8, label_overlay
 from drsl.viz.grid import Tile, labelled_grid
 
@@ -240,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     from drsl.data.video import is_video
 
     out_dir = Path(args.out)
+    check_writable(out_dir, folder=True)
     videos = [Path(text) for text in args.inputs if is_video(text) and Path(text).is_file()]
     images, problems = discover([text for text in args.inputs if Path(text) not in videos], out_dir)
     batches, unreadable = size_batches(images, args.batch_size)

@@ -23,8 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; a missing run directory is a FileNotFoundError naming it."""
+    from drsl.fileio import check_writable
     from drsl.viz.report import write_report
 
+    if args.out:
+        check_writable(args.out)
     out = write_report(args.run_dirs, args.out, samples=args.samples, device=args.device)
     print(f"wrote the report of {len(args.run_dirs)} run(s) to {out}")
     return 0

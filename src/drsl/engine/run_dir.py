@@ -34,7 +34,7 @@ from drsl.config import Config, apply_overrides, config_diff, config_from_dict, 
 from drsl.engine.checkpoint import LATEST
 from drsl.errors import RunDirError
 from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
-from drsl.fileio import atomic_write_json, atomic_write_text, remove_temporary_files
+from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, remove_temporary_files
 
 log = logging.getLogger("drsl")
 
@@ -143,6 +143,7 @@ def inspect_run_dir(work_dir: str | Path) -> Occupant:
     path = Path(work_dir)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"work_dir {path} exists and is not a folder")
+    check_writable(path, folder=True)
     entries = sorted(e.name for e in path.iterdir() if e.name != LOCK_NAME) if path.is_dir() else []
     checkpoint = path / "checkpoints" / LATEST
     return Occupant(
