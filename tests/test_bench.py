@@ -69,3 +69,15 @@ def test_gpu_smoke_tiny_cpu_path(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "pseudo_labels" / "round_2" / "manifest.json").is_file()
     losses = [json.loads(line).get("train/loss") for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(v) for v in losses if v is not None)
+
+
+def test_flop_count_of_the_paper_network() -> None:
+    from drsl.bench import flops
+
+    parser = argparse.ArgumentParser()
+    flops.add_arguments(parser)
+    result = flops.count_flops(parser.parse_args(["--config", "gta5_cityscapes/drsl", "--backbone", "light"]))
+    # Training = forward + backward (about 3 forwards); DRSL = CBST + a regulariser far smaller.
+    assert 2.0 < result["train_image_flops"] / result["inference_image_flops"] < 3.2
+    assert result["cbst_step_flops"] == 8 * result["train_image_flops"]
+    assert 0 < result["regulariser_flops"] < 0.2 * result["cbst_step_flops"]
