@@ -62,3 +62,24 @@ def test_missing_run_directory_is_a_clear_error(runs: dict[str, Path], tmp_path:
     assert not (tmp_path / "r.html").exists()
     args = parser.parse_args(["report", str(runs["drsl"]), "--out", str(tmp_path / "r.html"), "--samples", "0"])
     assert report.run(args) == 0 and (tmp_path / "r.html").is_file()
+
+
+def test_round_labels_never_overlap() -> None:
+    from drsl.viz.svg import CHAR_WIDTH, label_rows
+
+    labels = [(100.0, "round 0"), (110.0, "round 1"), (300.0, "round 2"), (305.0, "round 3"), (312.0, "round 4")]
+    rows = label_rows(labels)
+    assert rows == [0, 1, 0, 1, 2]
+    for (x, text), row in zip(labels, rows):
+        others = [ox for (ox, _), orow in zip(labels, rows) if orow == row and ox != x]
+        assert all(abs(ox - x) > CHAR_WIDTH * len(text) for ox in others)
+
+
+def test_one_run_report_lands_in_its_folder_with_one_chart_per_loss(runs: dict[str, Path]) -> None:
+    out = write_report([runs["drsl"]], samples=0)
+    assert out == runs["drsl"].resolve() / "report.html"
+    html = out.read_text()
+    titles = re.findall(r"<h3>([^<]*loss[^<]*)</h3>", html)
+    assert titles == ["source segmentation loss (cross-entropy)", "target pseudo-label loss (cross-entropy)",
+                      "DRSL: MMDL loss", "DRSL: mode alignment (SMA) loss"]
+    assert "started from" in html and "source_only" in html
