@@ -28,6 +28,7 @@ import torch
 from drsl.bench.cases import ALL_CASES
 from drsl.bench.speed import format_speed, run_speed_benchmark
 from drsl.bench.standalone import report_result, standalone_main
+from drsl.commands import options
 from drsl.config import ConfigError
 
 #: The settings of ``drsl bench speed`` for each mode.
@@ -84,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="light network, small images, CPU: checks the code in seconds")
     parser.add_argument("--out", default="gpu_bench.json", help="the JSON file written")
     parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), choices=ALL_CASES, help="cases timed")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--threads", type=options.non_negative_int, default=0, help="torch intra-op threads (0: torch's default)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

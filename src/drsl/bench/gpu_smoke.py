@@ -36,6 +36,7 @@ import torch
 
 from drsl.bench.pipeline import write_cityscapes_like, write_gta5_like
 from drsl.bench.standalone import standalone_main
+from drsl.commands import options
 from drsl.commands.help import add_device
 
 #: Native image sizes [h, w] written, and for ``--tiny`` the resize and crop used instead of the
@@ -217,14 +218,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``drsl bench gpu-smoke``."""
     parser.add_argument("--tiny", action="store_true", help="light backbone, small images, CPU: checks the code path")
     parser.add_argument("--out", help="folder for data and run (default: a new temp folder)")
-    parser.add_argument("--iterations", type=int, default=200, help="timed DRSL iterations")
-    parser.add_argument("--images", type=int, default=4, help="images per generated split")
-    parser.add_argument("--batch", type=int, help="global batch of source (and of target) images; default: the config's")
-    parser.add_argument("--workers", type=int, help="DataLoader workers per stream; default: the config's")
+    parser.add_argument("--iterations", type=options.count, default=200, help="timed DRSL iterations")
+    parser.add_argument("--images", type=options.count, default=4, help="images per generated split")
+    parser.add_argument("--batch", type=options.count, help="global batch of source (and of target) images; default: the config's")
+    parser.add_argument("--workers", type=options.non_negative_int, help="DataLoader workers per stream; default: the config's")
     parser.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"], help="mixed precision")
     parser.add_argument("--backbone", default="resnet101", choices=["resnet101", "resnet101_deeplab", "resnet50"], help="encoder")
     parser.add_argument("--pretrained", help="ImageNet/DeepLab init weights file (optional)")
-    parser.add_argument("--random-lr", type=float, default=RANDOM_LR,
+    parser.add_argument("--random-lr", type=options.positive, default=RANDOM_LR,
                         help="learning rate from random weights (without --pretrained); timing does not depend on it")
     add_device(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides")

@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from drsl.bench.standalone import report_result, standalone_main
+from drsl.commands import options
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -114,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops", nargs="+", default=["64x64", "96x96", "128x128"],
                         help="HxW crops traced on CPU")
     parser.add_argument("--target", type=_crop, default="512x512", help="HxW crop to estimate")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--threads", type=options.non_negative_int, default=1, help="torch intra-op threads")
     parser.add_argument("--json", help="also write the results as JSON here")
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from drsl.bench.standalone import report_result, standalone_main
+from drsl.commands import options
 from drsl.config import Config, apply_overrides
 
 #: The grid of the operating-point table in BENCHMARKS.md.
@@ -120,10 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory layout of every variant (default: both)")
     parser.add_argument("--crops", nargs="+", type=_crop, default=[(128, 128)],
                         help="HxW crop sizes, e.g. 128x128 96x96 (default: 128x128)")
-    parser.add_argument("--batch", type=int, default=16, help="images per step (default: 16)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the median is reported (default: 3)")
+    parser.add_argument("--batch", type=options.count, default=16, help="images per step (default: 16)")
+    parser.add_argument("--threads", type=options.non_negative_int, default=1, help="torch intra-op threads (default: 1)")
+    parser.add_argument("--warmup", type=options.non_negative_int, default=1, help="untimed rounds first (default: 1)")
+    parser.add_argument("--rounds", type=options.count, default=3, help="timed rounds; the median is reported (default: 3)")
     parser.add_argument("--json", help="also write the rows as JSON here (default: none)")
 
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from drsl.bench.standalone import report_result, standalone_main
+from drsl.commands import options
 from drsl.data.classes import load_class_set
 from drsl.data.labels import IGNORE_INDEX
 from drsl.fileio import atomic_write_png
@@ -278,15 +279,15 @@ def format_pipeline(result: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``drsl bench pipeline``."""
     parser.add_argument("--root", help="folder with (or for) the generated data; default a temp dir")
-    parser.add_argument("--images", type=int, default=16, help="images written per dataset")
-    parser.add_argument("--crop", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="training crop size")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts compared")
-    parser.add_argument("--batch", type=int, default=2, help="images per loader batch")
-    parser.add_argument("--batches", type=int, default=8, help="timed loader batches per setting")
-    parser.add_argument("--samples", type=int, default=16, help="timed samples per stage")
+    parser.add_argument("--images", type=options.count, default=16, help="images written per dataset")
+    parser.add_argument("--crop", type=options.count, nargs=2, default=[512, 512], metavar=("H", "W"), help="training crop size")
+    parser.add_argument("--workers", type=options.non_negative_int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts compared")
+    parser.add_argument("--batch", type=options.count, default=2, help="images per loader batch")
+    parser.add_argument("--batches", type=options.count, default=8, help="timed loader batches per setting")
+    parser.add_argument("--samples", type=options.count, default=16, help="timed samples per stage")
     parser.add_argument("--datasets", nargs="+", default=["gta5", "cityscapes"], choices=sorted(PRESETS),
                         help="dataset layouts and sizes measured")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=options.non_negative_int, default=1,
                         help="torch threads of this process (DataLoader workers always use 1); 0: torch's default")
     parser.add_argument("--json", help="write the results here")
 

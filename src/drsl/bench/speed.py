@@ -37,6 +37,7 @@ import torch
 from drsl.bench.cases import ALL_CASES, Case, build_cases, make_batch, write_eval_data
 from drsl.bench.standalone import report_result, standalone_main
 from drsl.bench.syncs import count_syncs
+from drsl.commands import options
 from drsl.commands.help import add_device
 from drsl.engine.distributed import wants_cuda
 
@@ -236,21 +237,21 @@ def format_speed(result: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``drsl bench speed``."""
     parser.add_argument("--backbone", default="light", help="encoder (model.backbone), e.g. light, resnet101")
-    parser.add_argument("--light-width", type=int, default=2, help="width of the light backbone")
-    parser.add_argument("--crop", type=int, nargs=2, default=[256, 256], metavar=("H", "W"), help="training crop size")
-    parser.add_argument("--batch", type=int, default=2, help="source images per step (cbst/drsl add as many target)")
-    parser.add_argument("--eval-size", type=int, nargs=2, default=[256, 512], metavar=("H", "W"),
+    parser.add_argument("--light-width", type=options.count, default=2, help="width of the light backbone")
+    parser.add_argument("--crop", type=options.count, nargs=2, default=[256, 256], metavar=("H", "W"), help="training crop size")
+    parser.add_argument("--batch", type=options.count, default=2, help="source images per step (cbst/drsl add as many target)")
+    parser.add_argument("--eval-size", type=options.count, nargs=2, default=[256, 512], metavar=("H", "W"),
                         help="size of the generated evaluation/target images (the model sees half of it)")
-    parser.add_argument("--eval-images", type=int, default=8, help="images per evaluation and pseudo-label pass")
-    parser.add_argument("--eval-batch", type=int, default=0, help="eval.batch_size (0: the config's)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of evaluation and pseudo-labelling")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per case, interleaved")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per case first")
+    parser.add_argument("--eval-images", type=options.count, default=8, help="images per evaluation and pseudo-label pass")
+    parser.add_argument("--eval-batch", type=options.non_negative_int, default=0, help="eval.batch_size (0: the config's)")
+    parser.add_argument("--workers", type=options.non_negative_int, default=0, help="DataLoader workers of evaluation and pseudo-labelling")
+    parser.add_argument("--repeats", type=options.count, default=10, help="timed calls per case, interleaved")
+    parser.add_argument("--warmup", type=options.non_negative_int, default=2, help="untimed calls per case first")
     add_device(parser)
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
                         help="NHWC memory format (auto: on CUDA)")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--threads", type=options.non_negative_int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--cases", nargs="+", default=list(ALL_CASES), choices=ALL_CASES, help="cases timed")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="CPU: skip the per-case peak-RSS processes")
