@@ -16,6 +16,7 @@ import torch
 from drsl.adaptation.context import RunContext, batches, joint_batches, source_batches
 from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels, measure_quality, pseudo_label_path
 from drsl.adaptation.pseudo_labels import is_complete, portion_for_round
+from drsl.data.errors import DataError
 from drsl.data.io import read_label
 from drsl.data.transforms import build_train_transform
 from drsl.engine.sampling import SeededView
@@ -30,11 +31,12 @@ class PseudoLabelLoader:
         self.folder = folder
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        label = read_label(pseudo_label_path(self.folder, sample["name"]))
+        path = pseudo_label_path(self.folder, sample["name"])
+        label = read_label(path)
         if label.shape != tuple(sample["image"].shape[-2:]):
-            raise ValueError(
-                f"pseudo-label of {sample['name']} in {self.folder} is {label.shape}, image is "
-                f"{tuple(sample['image'].shape[-2:])}: it was made for another resize setting"
+            raise DataError(
+                path, f"pseudo-label is {label.shape}, its image {tuple(sample['image'].shape[-2:])}: "
+                "it was made for another resize setting",
             )
         sample["label"] = torch.from_numpy(label).long()
         return sample
