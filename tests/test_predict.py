@@ -156,6 +156,7 @@ def test_export_round_trip(runs: dict[str, Path], tmp_path: Path, capsys: pytest
     assert exported.stat().st_size < original.stat().st_size
     image = random_image(SIZE, np.random.default_rng(2))
     full, slim = load_model(original, device="cpu"), load_model(exported, device="cpu")
+    assert slim.classes == full.classes and slim.classes.name == "cityscapes19"  # the class set travels
     labels = full.segment(image)
     np.testing.assert_array_equal(labels, slim.segment(image))
     np.testing.assert_array_equal(full.mode_map(image, labels), slim.mode_map(image, labels))
