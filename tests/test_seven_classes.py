@@ -49,6 +49,10 @@ def test_evaluate_predict_and_report(runs: Path, capsys: pytest.CaptureFixture[s
     assert main(["evaluate", str(checkpoint), "--out", str(runs / "eval.json")]) == 0
     assert "mIoU (7)" in capsys.readouterr().out
     assert json.loads((runs / "eval.json").read_text())["class_set"] == "cityscapes7"
+    assert main(["pseudo-label", str(checkpoint), "--out", str(runs / "pl"), "--portion", "0.5"]) == 0
+    assert "% of the predicted pixels kept" in capsys.readouterr().out
+    manifest = json.loads((runs / "pl" / "manifest.json").read_text())
+    assert list(manifest["thresholds"]) == list(load_class_set("cityscapes7").names)
     image = sorted((runs / "data" / "target" / "leftImg8bit" / "val").rglob("*.png"))[0]
     assert main(["predict", str(checkpoint), str(image), "--out", str(runs / "pred")]) == 0
     labels = np.asarray(Image.open(next((runs / "pred" / "labels").glob("*.png"))))

@@ -248,7 +248,9 @@ def _command_pseudo_label(args: argparse.Namespace) -> int:
     manifest = pseudo_label_checkpoint(
         args.checkpoint, args.out, args.portion, args.round, args.fusion, args.config, overrides, args.device
     )
-    print(f"wrote {manifest['num_images']} pseudo-labels to {args.out} (coverage {manifest['coverage']:.3f})")
+    coverage = manifest["coverage"]
+    kept = "nothing predicted" if coverage is None else f"{100 * coverage:.1f}% of the predicted pixels kept"
+    print(f"wrote {manifest['num_images']} pseudo-labels to {args.out} ({kept})")
     return 0
 
 

@@ -53,5 +53,5 @@ def run_demo(out: Path, seed: int = 0) -> dict[str, float]:
     write_report([source_dir, out / "cbst", out / "drsl"], report)
     log.info("report written to %s", report)
     for method, miou in results.items():
-        print(f"{method:12s} target-val mIoU(19) = {100 * miou:.1f}")
+        print(f"{method:12s} target-val mIoU(19) = {100 * miou:.1f}%")
     return results
