@@ -1,4 +1,5 @@
-"""Class-balanced pseudo-labels: threshold rule, histograms, writer, online selection, quality."""
+"""Class-balanced pseudo-labels: confidence scores, threshold rule, histograms, the one-pass
+writer and its fingerprint, the veto at label resolution, online selection, quality."""
 
 from __future__ import annotations
 
@@ -12,25 +13,31 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from drsl.adaptation.posterior import fuse
 from drsl.adaptation.pseudo_labels import (
     KEEP_NOTHING,
+    LEVELS_PER_NAT,
     ClassConfidenceHistogram,
     PseudoLabelQuality,
     PseudoLabelWriter,
+    complete_set,
+    confidence_score,
     is_complete,
     keep_count,
+    load_pseudo_label,
     portion_for_round,
     pseudo_label_quality,
     quantize,
     read_manifest,
     select_class_balanced,
 )
-from drsl.adaptation.pseudo_labels import writer as writer_module
 from drsl.config import PseudoLabelConfig
+from fixtures import CITYSCAPES19
 from fixtures import CITYSCAPES19
 
 
@@ -44,14 +51,112 @@ def brute_thresholds(levels: np.ndarray, pred: np.ndarray, num_classes: int, per
     return np.array(out)
 
 
-def reference_quantize(conf: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(conf.astype(np.float64) * 65535), 0, 65535).astype(np.uint16)
-
-
-def random_probs(rng: np.random.Generator, num_classes: int, h: int, w: int) -> np.ndarray:
-    logits = rng.normal(size=(num_classes, h, w)).astype(np.float32) * 3
+def random_probs(rng: np.random.Generator, num_classes: int, h: int, w: int, scale: float = 3.0) -> np.ndarray:
+    logits = rng.normal(size=(num_classes, h, w)).astype(np.float32) * scale
     e = np.exp(logits - logits.max(0))
     return (e / e.sum(0)).astype(np.float32)
+
+
+def maps_of(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pred uint8, levels int32) of probabilities (..., C, H, W) through :func:`fuse`."""
+    batch = torch.from_numpy(probs if probs.ndim == 4 else probs[None])
+    pred, score = fuse(batch, batch.shape[1], "none")
+    return pred.numpy().astype(np.uint8), quantize(score).numpy()
+
+
+def confident_logits(rng: np.random.Generator, margin: float, num_classes: int, shape: tuple[int, ...]) -> np.ndarray:
+    """float64 logits whose top class leads the runner-up by about ``margin`` (spread 1)."""
+    logits = rng.normal(size=(num_classes, *shape))
+    top = rng.integers(0, num_classes, shape)
+    lead = margin + rng.uniform(-0.5, 0.5, shape)
+    np.put_along_axis(logits, top[None], logits.max(0, keepdims=True) + lead[None], axis=0)
+    return logits
+
+
+def exact_score(logits: np.ndarray) -> np.ndarray:
+    """-log(1 - p_top) in float64 from logits: logsumexp(all) - logsumexp(others)."""
+    top = logits.argmax(0)
+    others = logits.copy()
+    np.put_along_axis(others, top[None], -np.inf, axis=0)
+    lse = lambda x: x.max(0) + np.log(np.exp(x - x.max(0)).sum(0))  # noqa: E731
+    return lse(logits) - lse(others)
+
+
+# ---------------------------------------------------------------- scores near certainty
+
+
+@pytest.mark.parametrize("margin", [12.0, 16.0, 30.0])
+def test_scores_resolve_confident_maps(margin):
+    rng = np.random.default_rng(int(margin))
+    logits = confident_logits(rng, margin, 19, (64, 64))
+    probs = torch.softmax(torch.from_numpy(logits).float(), 0)[None]
+    pred, score = fuse(probs, 19, "none")
+    assert (pred[0].numpy() == logits.argmax(0)).all()
+    np.testing.assert_allclose(score[0].numpy(), exact_score(logits), rtol=1e-4, atol=1e-4)
+    # confidences quantised linearly (the old uint16 levels round(p * 65535)) keep a handful of
+    # distinct values; the scores keep thousands
+    linear = np.rint(probs.max(1).values.double().numpy() * 65535)
+    assert len(np.unique(linear)) <= 10
+    assert len(np.unique(quantize(score).numpy())) > 500
+
+
+@pytest.mark.parametrize("margin", [12.0, 16.0, 30.0])
+@pytest.mark.parametrize("portion", [0.2, 0.5])
+def test_class_portions_within_one_percent_on_confident_maps(margin, portion, tmp_path):
+    """Writer (histogram of levels) and online rule (exact sort) both keep each class's portion."""
+    rng = np.random.default_rng(1000 + int(margin))
+    num_classes, images = 5, 4
+    logits = np.stack([confident_logits(rng, margin, num_classes, (48, 64)) for _ in range(images)])
+    probs = torch.softmax(torch.from_numpy(logits).float(), 1)
+    pred, score = fuse(probs, num_classes, "none")
+    # sort-based reference on float64 scores from the logits
+    reference = exact_score(np.moveaxis(logits, 1, 0))
+    ref_pred = logits.argmax(1)
+    writer = PseudoLabelWriter(tmp_path, num_classes, "fp")
+    writer.add([f"i{k}" for k in range(images)], pred, quantize(score))
+    writer.finalize(portion)
+    online = select_class_balanced(pred, score, num_classes, portion)
+    for k in range(images):
+        label = load_pseudo_label(tmp_path, f"i{k}")
+        assert ((label == 255) | (label == ref_pred[k])).all()
+    labels = np.stack([load_pseudo_label(tmp_path, f"i{k}") for k in range(images)])
+    for c in range(num_classes):
+        members = ref_pred == c
+        n = members.sum()
+        order = np.sort(reference[members])[::-1]
+        ref_threshold = order[keep_count(portion, n) - 1]
+        for kept in (labels == c, online.numpy() == c):
+            assert abs(kept.sum() / n - portion) <= 0.01
+            # what is kept is the top of the sort-based order, up to one quantisation step
+            assert reference[kept].min() >= ref_threshold - 1.0 / LEVELS_PER_NAT
+
+
+def test_quantize_levels_and_confidence_score():
+    scores = torch.tensor([0.0, 1.0, -0.5, 64.0, 100.0, 0.5 / LEVELS_PER_NAT])
+    assert quantize(scores).tolist() == [0, LEVELS_PER_NAT, 0, 65535, 65535, 0]
+    assert quantize(scores).dtype == torch.int32
+    np.testing.assert_allclose(confidence_score(np.array([0.0, 0.5, 0.9])).numpy(), [0.0, np.log(2), np.log(10)])
+    with pytest.raises(ValueError):
+        quantize(torch.tensor([float("nan")]))
+    with pytest.raises(TypeError):
+        quantize(np.array([1], dtype=np.uint16))
+    assert keep_count(0.1, 10) == 1 and keep_count(0.2 + 0.1, 10) == 3 and keep_count(0.5, 0) == 0
+    with pytest.raises(ValueError):
+        keep_count(1.5, 10)
+
+
+def test_fuse_agree_vetoes_and_product_ranks_the_fused_posterior():
+    seg = torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]).T.reshape(1, 3, 1, 3)
+    mmdl = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]).T.reshape(1, 3, 1, 3)
+    stacked = torch.cat([seg, mmdl], 1)
+    pred, score = fuse(stacked, 3, "agree")
+    assert pred.flatten().tolist() == [0, 255, 2]
+    np.testing.assert_allclose(score.flatten().numpy(), -np.log1p(-seg.amax(1).flatten().numpy()), rtol=1e-5)
+    pred, score = fuse(stacked, 3, "product")
+    product = (seg * mmdl) / (seg * mmdl).sum(1, keepdim=True)
+    assert pred.flatten().tolist() == product.argmax(1).flatten().tolist() == [0, 1, 2]
+    np.testing.assert_allclose(score.flatten().numpy(), -np.log1p(-product.amax(1).flatten().numpy()), rtol=1e-5)
+    assert torch.equal(fuse(stacked, 3, "none")[0], seg.argmax(1))
 
 
 # ---------------------------------------------------------------- threshold rule and histogram
@@ -75,96 +180,212 @@ def test_thresholds_equal_sort_based_rule(seed, num_classes, size, top, permille
     shift = 16 - (bins.bit_length() - 1)
     binned = (levels >> shift) << shift  # with fewer bins the rule holds at bin resolution
     expected = brute_thresholds(binned, pred, num_classes, permille)
-    np.testing.assert_array_equal(hist.thresholds(permille / 1000), expected)
-
-
-@pytest.mark.parametrize("portion", [0.0, 0.05, 0.2, 0.5, 0.9, 1.0])
-def test_float_confidences_thresholds_for_several_portions(portion):
-    rng = np.random.default_rng(1)
-    conf = rng.random((3, 40, 50)).astype(np.float32)
-    pred = rng.integers(0, 6, conf.shape)
-    pred[pred == 4] = 3  # class 4 gets no pixels: threshold keeps nothing
-    hist = ClassConfidenceHistogram(6)
-    hist.update(torch.from_numpy(conf), torch.from_numpy(pred))
-    levels = reference_quantize(conf)
-    expected = brute_thresholds(levels, pred, 6, round(portion * 1000))
-    thresholds = hist.thresholds(portion)
+    thresholds = hist.thresholds(permille / 1000)
     np.testing.assert_array_equal(thresholds, expected)
-    assert thresholds[4] == KEEP_NOTHING
-    for c in range(6):  # at least ceil(portion * N_c) kept, and no higher threshold would do
-        kept = (levels[pred == c] >= thresholds[c]).sum()
-        assert kept >= keep_count(portion, (pred == c).sum())
+    kept = [(binned[pred == c] >= t).sum() for c, t in enumerate(thresholds)]
+    np.testing.assert_array_equal(hist.kept(thresholds), kept)
 
 
-def test_quantize_and_keep_count_edges():
-    np.testing.assert_array_equal(
-        quantize(np.array([0.0, 1.0, -0.1, 1.5, 0.5, 1 / 65535])), [0, 65535, 0, 65535, 32768, 1]
-    )
-    assert keep_count(0.1, 10) == 1 and keep_count(0.2 + 0.1, 10) == 3 and keep_count(0.5, 0) == 0
-    with pytest.raises(ValueError):
-        keep_count(1.5, 10)
-    with pytest.raises(ValueError):
-        quantize(torch.tensor([float("nan")]))
-    with pytest.raises(TypeError):
-        quantize(np.array([1], dtype=np.uint16))
-    hist = ClassConfidenceHistogram(3)
-    with pytest.raises(ValueError):
-        hist.update(np.ones((2, 2)), np.full((2, 2), 3))
-    hist.update(np.ones((2, 2)), np.full((2, 2), 255), valid_mask=np.zeros((2, 2), bool))
-    assert hist.totals().sum() == 0
-
-
-def test_merged_shards_equal_whole_and_state_dict_round_trip(tmp_path):
+def test_histogram_validation_merge_and_state_dict(tmp_path):
     rng = np.random.default_rng(2)
-    conf = rng.random((8, 32, 32))
-    pred = rng.integers(0, 19, conf.shape)
+    levels = rng.integers(0, 65536, (8, 32, 32)).astype(np.uint16)
+    pred = rng.integers(0, 19, levels.shape)
     whole = ClassConfidenceHistogram(19)
-    whole.update(conf, pred)
+    whole.update_levels(levels, pred)
     shards = [ClassConfidenceHistogram(19) for _ in range(3)]
     for i in range(8):
-        shards[i % 3].update(conf[i], pred[i])
+        shards[i % 3].update_levels(levels[i], pred[i])
     merged = ClassConfidenceHistogram(19)
     for shard in shards:
         merged.merge(shard)
-    np.testing.assert_array_equal(merged.counts, whole.counts)
-    np.testing.assert_array_equal(merged.thresholds(0.3), whole.thresholds(0.3))
+    assert torch.equal(merged.counts, whole.counts)
     torch.save(merged.state_dict(), tmp_path / "hist.pt")
     restored = ClassConfidenceHistogram(19)
     restored.load_state_dict(torch.load(tmp_path / "hist.pt", weights_only=True))
-    np.testing.assert_array_equal(restored.counts, whole.counts)
+    assert torch.equal(restored.counts, whole.counts)
     with pytest.raises(ValueError):
         ClassConfidenceHistogram(19, bins=256).load_state_dict(merged.state_dict())
     with pytest.raises(ValueError):
         merged.merge(ClassConfidenceHistogram(18))
+    with pytest.raises(ValueError):
+        whole.update_levels(levels[0], np.full((32, 32), 19))
+    with pytest.raises(TypeError):
+        whole.update_levels(levels[0].astype(np.float32), pred[0])
+    whole.update_levels(levels[0], np.full((32, 32), 255), valid_mask=np.zeros((32, 32), bool))
+    assert whole.totals().sum() == 8 * 32 * 32
 
 
 def test_memory_constant_while_streaming():
     rng = np.random.default_rng(3)
-    conf = rng.random((20, 64, 64)).astype(np.float32)
-    pred = rng.integers(0, 19, conf.shape)
+    levels = torch.from_numpy(rng.integers(0, 65536, (20, 64, 64)).astype(np.int32))
+    pred = torch.from_numpy(rng.integers(0, 19, levels.shape))
     hist = ClassConfidenceHistogram(19)
     nbytes = hist.counts.nbytes
     start = time.perf_counter()
-    for i in range(2000):
-        hist.update(conf[i % 20], pred[i % 20])
+    for i in range(1000):
+        hist.update_levels(levels[i % 20], pred[i % 20])
     assert time.perf_counter() - start < 10
     assert hist.counts.nbytes == nbytes and hist.counts.shape == (19, 65536)
-    assert hist.totals().sum() == 2000 * 64 * 64
-    assert set(vars(hist)) == {"num_classes", "bins", "_shift", "counts"}
+    assert hist.totals().sum() == 1000 * 64 * 64
 
 
-def _distributed_worker(rank: int, port: int, out_dir: str, probs: np.ndarray, result: str):
+# ---------------------------------------------------------------- writer
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+NAMES = ["aachen/a_000", "aachen/a_001", "bochum/b_000", "c_000", "c_001"]
+
+
+def make_probs(seed: int = 5) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [random_probs(rng, 19, 24, 32) for _ in NAMES]
+
+
+def run_writer(out_dir: Path, probs: list[np.ndarray], portion: float = 0.3, fingerprint: str = "fp", **kwargs) -> dict:
+    kwargs.setdefault("class_names", CITYSCAPES19.names)
+    writer = PseudoLabelWriter(out_dir, 19, fingerprint, {"round": 1, "checkpoint": "round0/last.pt"}, **kwargs)
+    for name, p in zip(NAMES, probs):
+        if not (writer.done(name) and writer.add_existing(name)):
+            writer.add([name], *maps_of(p))
+    return writer.finalize(portion)
+
+
+def test_writer_round_trip_matches_numpy_thresholding(tmp_path):
+    probs = make_probs()
+    manifest = run_writer(tmp_path, probs, portion=0.3)
+    preds = [p.argmax(0) for p in probs]
+    levels = [maps_of(p)[1][0] for p in probs]
+    thresholds = brute_thresholds(
+        np.concatenate([q.ravel() for q in levels]), np.concatenate([p.ravel() for p in preds]), 19, 300
+    )
+    kept_total = 0
+    for name, pred, q in zip(NAMES, preds, levels):
+        with Image.open(tmp_path / "pred" / f"{name}.png") as image:
+            assert image.mode == "L"
+            np.testing.assert_array_equal(np.asarray(image), pred)
+        with Image.open(tmp_path / "score" / f"{name}.png") as image:
+            assert image.mode == "I;16"
+            np.testing.assert_array_equal(np.asarray(image), q)
+        label = load_pseudo_label(tmp_path, name)
+        assert label.dtype == np.uint8
+        np.testing.assert_array_equal(label, np.where(q >= thresholds[pred], pred, 255))
+        kept_total += (label != 255).sum()
+    assert is_complete(tmp_path) and read_manifest(tmp_path) == manifest
+    assert manifest["round"] == 1 and manifest["checkpoint"] == "round0/last.pt"
+    assert manifest["num_images"] == 5 and manifest["images"] == sorted(NAMES)
+    assert manifest["portion"] == 0.3 and manifest["fingerprint"] == "fp"
+    assert [t["level"] for t in manifest["thresholds"].values()] == thresholds.tolist()
+    assert manifest["thresholds"]["road"]["confidence"] == pytest.approx(1 - np.exp(-thresholds[0] / LEVELS_PER_NAT))
+    counts = manifest["counts"]
+    assert sum(c["kept"] for c in counts.values()) == kept_total
+    assert counts["car"]["predicted"] == sum((p == 13).sum() for p in preds)
+    assert manifest["coverage"] == pytest.approx(kept_total / (5 * 24 * 32))
+    assert not (tmp_path / "quality.json").exists()
+
+
+def test_vetoed_pixels_are_never_selected_nor_counted(tmp_path):
+    probs = make_probs(6)[0]
+    pred, levels = maps_of(probs)
+    pred[0, :, 16:] = 255  # vetoed by a fusion rule
+    writer = PseudoLabelWriter(tmp_path, 19, "fp")
+    writer.add(["x"], pred, levels)
+    manifest = writer.finalize(1.0)
+    label = load_pseudo_label(tmp_path, "x")
+    np.testing.assert_array_equal(label[:, 16:], 255)
+    np.testing.assert_array_equal(label[:, :16], probs.argmax(0)[:, :16])  # portion 1 keeps all
+    assert sum(c["predicted"] for c in manifest["counts"].values()) == 24 * 16
+    online = select_class_balanced(torch.from_numpy(pred).long(), torch.rand(pred.shape), 19, 1.0)
+    assert (online[0, :, 16:] == 255).all() and (online[0, :, :16] != 255).all()
+
+
+def test_quality_from_histograms_equals_quality_of_the_labels(tmp_path):
+    rng = np.random.default_rng(9)
+    probs = make_probs(7)
+    truths = [np.where(rng.random((24, 32)) < 0.6, p.argmax(0), rng.integers(0, 19, (24, 32))) for p in probs]
+    truths[0][:4] = 255
+    writer = PseudoLabelWriter(tmp_path, 19, "fp")
+    for name, p, truth in zip(NAMES, probs, truths):
+        writer.add([name], *maps_of(p), truth=torch.from_numpy(truth)[None])
+    writer.finalize(0.4)
+    reference = PseudoLabelQuality(19)
+    for name, truth in zip(NAMES, truths):
+        reference.update(load_pseudo_label(tmp_path, name), truth)
+    expected, measured = reference.result(), read_manifest_quality(tmp_path)
+    for key in ("precision", "coverage", "kept", "valid"):
+        assert measured[key] == pytest.approx(expected[key]), key
+    np.testing.assert_allclose(measured["per_class_precision"], expected["per_class_precision"])
+
+
+def read_manifest_quality(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / "quality.json").read_text())
+
+
+def test_resume_after_kill_gives_identical_bytes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    probs = make_probs()
+    run_writer(tmp_path / "ref", probs)
+    reference = tree_bytes(tmp_path / "ref")
+    assert "manifest.json" in reference and len(reference) == 2 + 2 * len(NAMES)
+
+    # killed after three images: the resumed pass re-reads them (NaN maps would fail if used)
+    out = tmp_path / "killed"
+    writer = PseudoLabelWriter(out, 19, "fp", {"round": 1, "checkpoint": "round0/last.pt"})
+    for name, p in list(zip(NAMES, probs))[:3]:
+        writer.add([name], *maps_of(p))
+    writer._flush()
+    (out / "pred" / "aachen" / ".a_000.png.x.tmp").write_bytes(b"partial")
+    resumed = PseudoLabelWriter(out, 19, "fp")
+    assert [resumed.done(n) for n in NAMES] == [True, True, True, False, False]
+    run_writer(out, [np.full_like(p, np.nan) if i < 3 else p for i, p in enumerate(probs)])
+    assert tree_bytes(out) == reference
+
+    # a map lost by a crash before the final sync (empty file) is computed again
+    (out / "score" / "c_000.png").write_bytes(b"")
+    (out / "manifest.json").unlink()
+    run_writer(out, probs)
+    assert tree_bytes(out) == reference
+
+
+def test_fingerprint_mismatch_regenerates_or_refuses(tmp_path):
+    probs, other = make_probs(), make_probs(8)
+    manifest = run_writer(tmp_path, probs, fingerprint="weights-A")
+    assert complete_set(tmp_path, "weights-A", 0.3) == manifest
+    assert complete_set(tmp_path, "weights-B", 0.3) is None
+    assert complete_set(tmp_path, "weights-A", 0.4) is None
+    # another fingerprint: refused unless the folder may be replaced, then nothing stale remains
+    with pytest.raises(FileExistsError, match="another checkpoint"):
+        PseudoLabelWriter(tmp_path, 19, "weights-B")
+    run_writer(tmp_path, other, fingerprint="weights-B", replace=True)
+    for name, p in zip(NAMES, other):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "pred" / f"{name}.png")), p.argmax(0))
+    assert read_manifest(tmp_path)["fingerprint"] == "weights-B"
+    # the same maps at another portion: thresholds again from the stored maps, no model needed
+    again = run_writer(tmp_path, [np.full_like(p, np.nan) for p in other], portion=0.6, fingerprint="weights-B")
+    assert again["portion"] == 0.6 and sum(c["kept"] for c in again["counts"].values()) > sum(
+        c["kept"] for c in manifest["counts"].values()
+    )
+    # a folder of foreign files (no run.json) is never adopted
+    foreign = tmp_path / "foreign"
+    (foreign / "pred").mkdir(parents=True)
+    with pytest.raises(FileExistsError):
+        PseudoLabelWriter(foreign, 19, "weights-A")
+
+
+def _distributed_worker(rank: int, port: int, out_dir: str, probs: np.ndarray) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
         timeout=datetime.timedelta(seconds=60),
     )
     try:
-        writer = PseudoLabelWriter(out_dir, 4, 0, "ckpt.pt")
+        writer = PseudoLabelWriter(out_dir, 4, "fp")
         for i in range(rank, len(probs), 2):
-            writer.add(f"img{i}", probs[i])
+            writer.add([f"img{i}"], *maps_of(probs[i]))
         writer.finalize(0.4)
-        if rank == 0:
-            np.save(result, writer.histogram.counts)
     finally:
         dist.destroy_process_group()
 
@@ -176,157 +397,19 @@ def test_distributed_finalize_equals_single_process(tmp_path, monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = str(tmp_path / "counts.npy")
-    args = (port, str(tmp_path / "ddp"), probs, result)
-    mp.start_processes(_distributed_worker, args=args, nprocs=2, start_method="spawn")
-    single = PseudoLabelWriter(tmp_path / "single", 4, 0, "ckpt.pt")
+    mp.start_processes(_distributed_worker, args=(port, str(tmp_path / "ddp"), probs), nprocs=2, start_method="spawn")
+    single = PseudoLabelWriter(tmp_path / "single", 4, "fp")
     for i in range(5):
-        single.add(f"img{i}", probs[i])
+        single.add([f"img{i}"], *maps_of(probs[i]))
     single.finalize(0.4)
-    np.testing.assert_array_equal(np.load(result), single.histogram.counts)
     assert tree_bytes(tmp_path / "ddp") == tree_bytes(tmp_path / "single")
 
 
-# ---------------------------------------------------------------- writer
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
-NAMES = ["aachen/a_000", "aachen/a_001", "bochum/b_000", "c_000", "c_001"]
-
-
-def make_probs(seed: int = 5) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [random_probs(rng, 19, 24 + i, 32) for i in range(len(NAMES))]
-
-
-def run_writer(out_dir: Path, probs: list[np.ndarray], portion: float = 0.3, **kwargs) -> dict:
-    kwargs.setdefault("class_names", CITYSCAPES19.names)
-    writer = PseudoLabelWriter(out_dir, 19, 1, "round0/last.pt", {"seed": 0}, **kwargs)
-    for name, p in zip(NAMES, probs):
-        if writer.done(name):
-            writer.add_existing(name)
-        else:
-            writer.add(name, torch.from_numpy(p))
-    return writer.finalize(portion)
-
-
-def test_writer_round_trip_matches_numpy_thresholding(tmp_path):
-    probs = make_probs()
-    manifest = run_writer(tmp_path, probs, portion=0.3)
-    preds = [p.argmax(0) for p in probs]
-    levels = [reference_quantize(p.max(0)) for p in probs]
-    flat_levels = np.concatenate([q.ravel() for q in levels])
-    flat_pred = np.concatenate([p.ravel() for p in preds])
-    thresholds = brute_thresholds(flat_levels, flat_pred, 19, 300)
-    kept_total = 0
-    for name, pred, q in zip(NAMES, preds, levels):
-        with Image.open(tmp_path / "labels" / f"{name}.png") as image:
-            assert image.mode == "L"
-            label = np.asarray(image)
-        assert label.dtype == np.uint8
-        np.testing.assert_array_equal(label, np.where(q >= thresholds[pred], pred, 255))
-        kept_total += (label != 255).sum()
-        with Image.open(tmp_path / "confidence" / f"{name}.png") as image:
-            assert image.mode == "I;16"
-            np.testing.assert_array_equal(np.asarray(image), q)
-    assert not (tmp_path / "raw").exists() and is_complete(tmp_path)
-    assert read_manifest(tmp_path) == manifest
-    assert manifest["round"] == 1 and manifest["checkpoint"] == "round0/last.pt"
-    assert manifest["num_images"] == 5 and manifest["images"] == sorted(NAMES)
-    assert manifest["extra"] == {"seed": 0} and manifest["portion"] == 0.3
-    assert [t["level"] for t in manifest["thresholds"].values()] == thresholds.tolist()
-    assert manifest["thresholds"]["road"]["confidence"] == thresholds[0] / 65535
-    counts = manifest["counts"]
-    assert sum(c["kept"] for c in counts.values()) == kept_total
-    assert counts["car"]["predicted"] == sum((p == 13).sum() for p in preds)
-    assert manifest["coverage"] == pytest.approx(kept_total / flat_pred.size)
-
-
-def test_writer_without_confidence_valid_mask_and_config(tmp_path):
-    probs = make_probs(6)[0]
-    mask = np.zeros(probs.shape[1:], bool)
-    mask[:, :16] = True
-    config = PseudoLabelConfig(save_confidence=False, fusion="product")
-    writer = PseudoLabelWriter.from_config(tmp_path, config, 19, 0, "ckpt")
-    writer.add("x", probs, valid_mask=mask)
-    manifest = writer.finalize(1.0)
-    label = np.asarray(Image.open(tmp_path / "labels" / "x.png"))
-    np.testing.assert_array_equal(label[:, 16:], 255)
-    np.testing.assert_array_equal(label[:, :16], probs.argmax(0)[:, :16])  # portion 1 keeps all
-    assert sum(c["predicted"] for c in manifest["counts"].values()) == mask.sum()
-    assert manifest["confidence"] is None and manifest["fusion"] == "product"
-    assert not (tmp_path / "confidence").exists() and not (tmp_path / "raw").exists()
-
-
-def test_resume_after_kill_gives_identical_bytes(tmp_path, monkeypatch):
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    probs = make_probs()
-    run_writer(tmp_path / "ref", probs)
-    reference = tree_bytes(tmp_path / "ref")
-    assert "manifest.json" in reference and len(reference) == 1 + 2 * len(NAMES)
-
-    # killed during pass 1, after three images
-    out = tmp_path / "killed_pass1"
-    writer = PseudoLabelWriter(out, 19, 1, "round0/last.pt", {"seed": 0})
-    for name, p in list(zip(NAMES, probs))[:3]:
-        writer.add(name, p)
-    resumed = PseudoLabelWriter(out, 19, 1, "round0/last.pt", {"seed": 0})
-    assert [resumed.done(n) for n in NAMES] == [True, True, True, False, False]
-    run_writer(out, [np.full_like(p, np.nan) if i < 3 else p for i, p in enumerate(probs)])
-    assert tree_bytes(out) == reference  # the NaN maps were never used: raw files were re-read
-
-    # killed during pass 2, just before the manifest
-    out = tmp_path / "killed_pass2"
-
-    def killed_at_manifest(path, data):
-        if Path(path).name == "manifest.json":
-            raise KeyboardInterrupt
-        write_json(path, data)
-
-    write_json = writer_module.atomic_write_json
-    monkeypatch.setattr(writer_module, "atomic_write_json", killed_at_manifest)
-    with pytest.raises(KeyboardInterrupt):
-        run_writer(out, probs)
-    monkeypatch.undo()
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    (out / "labels" / "aachen" / ".a_000.png.x.tmp").write_bytes(b"partial")
-    assert not is_complete(out)
-    run_writer(out, [np.full_like(p, np.nan) for p in probs])
-    assert tree_bytes(out) == reference
-
-    # a complete set is protected; deleting its manifest and some files makes it regenerate
-    with pytest.raises(FileExistsError):
-        run_writer(out, probs)
-    (out / "manifest.json").unlink()
-    (out / "labels" / "c_000.png").unlink()
-    (out / "confidence" / "aachen" / "a_001.png").unlink()
-    run_writer(out, probs)
-    assert tree_bytes(out) == reference
-    run_writer(out, probs, overwrite=True)
-    assert tree_bytes(out) == reference
-
-
-def test_resume_refuses_raw_files_of_another_run(tmp_path):
-    writer = PseudoLabelWriter(tmp_path, 19, 0, "a.pt")
-    writer.add("x", make_probs()[0])
-    with pytest.raises(ValueError, match="a.pt"):
-        PseudoLabelWriter(tmp_path, 19, 0, "b.pt")
-    with pytest.raises(ValueError, match="already added"):
-        writer.add_existing("x")
-
-
-@pytest.mark.parametrize(
-    "name", ["../x", "/etc/x", "a/../../x", "a/./b", "a//b", "", "a\\..\\b", "C:x", "a/"]
-)
+@pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../x", "a/./b", "a//b", "", "a\\..\\b", "C:x", "a/"])
 def test_names_escaping_the_folder_are_rejected(tmp_path, name):
-    writer = PseudoLabelWriter(tmp_path / "out", 19, 0, "ckpt")
+    writer = PseudoLabelWriter(tmp_path / "out", 19, "fp")
     with pytest.raises(ValueError):
-        writer.add(name, make_probs()[0])
+        writer.add([name], *maps_of(make_probs()[0]))
     with pytest.raises(ValueError):
         writer.done(name)
     assert not any(p.suffix == ".png" for p in tmp_path.rglob("*"))
@@ -335,42 +418,20 @@ def test_names_escaping_the_folder_are_rejected(tmp_path, name):
 # ---------------------------------------------------------------- online selection
 
 
-def test_select_class_balanced_matches_histogram_rule_exactly():
+def test_select_class_balanced_matches_histogram_rule_on_levels():
     rng = np.random.default_rng(7)
     b, c, h, w = 2, 5, 20, 30
     pred = rng.integers(0, c, (b, h, w))
     pred[pred == 2] = 1  # an empty class
-    levels = rng.integers(0, 40, (b, h, w)) * 1000 + 20000  # many ties, on quantisation levels
-    conf = levels / 65535.0
-    probs = rng.random((b, c, h, w)) * 0.9 * conf[:, None]
-    np.put_along_axis(probs, pred[:, None], conf[:, None], axis=1)
+    levels = rng.integers(0, 40, (b, h, w)) * 1000 + 2000  # many ties, on quantisation levels
+    score = torch.from_numpy(levels / LEVELS_PER_NAT)
     for portion in (0.1, 0.25, 0.5, 1.0):
-        labels = select_class_balanced(torch.from_numpy(probs), portion).numpy()
+        labels = select_class_balanced(torch.from_numpy(pred), score, c, portion).numpy()
         hist = ClassConfidenceHistogram(c)
-        hist.update(conf, pred)
+        hist.update_levels(levels.astype(np.int32), pred)
         thresholds = hist.thresholds(portion)
-        expected = np.where(levels >= thresholds[pred], pred, 255)
-        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(labels, np.where(levels >= thresholds[pred], pred, 255))
         assert labels.dtype == np.int64
-
-
-def test_select_class_balanced_agrees_up_to_quantisation():
-    rng = np.random.default_rng(8)
-    probs = torch.softmax(torch.from_numpy(rng.normal(size=(2, 6, 32, 32))).float() * 4, dim=1)
-    conf, pred = probs.max(1)
-    hist = ClassConfidenceHistogram(6)
-    hist.update(conf, pred)
-    levels = torch.from_numpy(quantize(conf).astype(np.int64))
-    for portion in (0.2, 0.5):
-        thresholds = torch.from_numpy(hist.thresholds(portion))
-        exact = select_class_balanced(probs, portion, ignore_index=-1)
-        by_hist = levels >= thresholds[pred]
-        kept = exact != -1
-        assert torch.equal(exact[kept], pred[kept]) and not (kept & ~by_hist).any()
-        # pixels only the histogram keeps share the threshold level (a quantisation tie)
-        assert (levels[by_hist & ~kept] == thresholds[pred][by_hist & ~kept]).all()
-        for k in range(6):
-            assert (kept & (pred == k)).sum() == keep_count(portion, int((pred == k).sum()))
 
 
 def test_portion_schedule():
@@ -400,9 +461,15 @@ def test_quality_on_a_hand_made_case():
         pseudo_label_quality(np.full((2, 2), 7), np.zeros((2, 2)), 3)
 
 
-def test_online_selection_ignores_vetoed_pixels() -> None:
-    probs = torch.zeros(1, 2, 1, 4)
-    probs[0, 0, 0, :2] = torch.tensor([0.9, 0.6])
-    probs[0, 1, 0, :2] = 1 - probs[0, 0, 0, :2]
-    labels = select_class_balanced(probs, portion=0.5)
-    assert labels.tolist() == [[[0, 255, 255, 255]]]
+def test_upsampled_veto_matches_an_independent_computation():
+    """The veto is decided on both heads' posteriors after upsampling, pixel by pixel."""
+    rng = np.random.default_rng(11)
+    seg = torch.from_numpy(random_probs(rng, 4, 6, 8))[None]
+    mmdl = torch.from_numpy(random_probs(rng, 4, 6, 8))[None]
+    up = lambda x: F.interpolate(x, size=(48, 64), mode="bilinear", align_corners=False)  # noqa: E731
+    pred, _ = fuse(up(torch.cat([seg, mmdl], 1)), 4, "agree")
+    expected = torch.where(up(seg).argmax(1) == up(mmdl).argmax(1), up(seg).argmax(1), 255)
+    assert torch.equal(pred, expected)
+    # the feature-resolution veto, upsampled, is not the same set of pixels
+    coarse = (seg.argmax(1) == mmdl.argmax(1)).float()[None]
+    assert not torch.equal(up(coarse)[0] > 0, pred != 255)

@@ -89,7 +89,7 @@ def test_adaptation_methods_run_and_log(method: str, data_root: Path, source_che
         for round_index in range(config.adapt.rounds):
             folder = tmp_path / "pseudo_labels" / f"round_{round_index}"
             assert (folder / "manifest.json").is_file()
-            assert len(list((folder / "labels").rglob("*.png"))) == 12
+            assert len(list((folder / "pred").rglob("*.png"))) == len(list((folder / "score").rglob("*.png"))) == 12
             assert (folder / "quality.json").is_file()
     logged = (tmp_path / "metrics.jsonl").read_text()
     assert "train/loss_target" in logged
@@ -139,10 +139,13 @@ def test_kill_during_pseudo_labelling_resumes_identically(data_root: Path, sourc
     run_training(reference)
     work = tmp_path / "x"
     args = overrides(data_root, work) + [f"init_checkpoint={source_checkpoint}", *common]
-    raw = work / "pseudo_labels" / "round_1" / "raw"
-    _kill_and_resume("synth/cbst", args, work, lambda: raw.is_dir() and len(list(raw.rglob("*_pred.png"))) >= 3)
+    maps = work / "pseudo_labels" / "round_1" / "pred"
+    _kill_and_resume("synth/cbst", args, work, lambda: maps.is_dir() and len(list(maps.rglob("*.png"))) >= 3)
     assert_same_weights(tmp_path / "ref", work)
     for round_index in range(2):
-        ref_dir = tmp_path / "ref" / "pseudo_labels" / f"round_{round_index}" / "labels"
+        ref_dir = tmp_path / "ref" / "pseudo_labels" / f"round_{round_index}"
         for ref_file in ref_dir.rglob("*.png"):
             assert ref_file.read_bytes() == (work / ref_file.relative_to(tmp_path / "ref")).read_bytes()
+        ref_manifest, manifest = (json.loads((d / "manifest.json").read_text()) for d in (ref_dir, work / ref_dir.relative_to(tmp_path / "ref")))
+        for key in ("fingerprint", "thresholds", "counts", "images"):
+            assert ref_manifest[key] == manifest[key], key

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pseudo = sub.add_parser("pseudo-label", help="write class-balanced pseudo-labels for a target set")
     _add_config_source(pseudo)
-    pseudo.add_argument("--out", required=True, help="output folder (labels/, confidence/, manifest.json)")
+    pseudo.add_argument("--out", required=True, help="output folder (pred/, score/, manifest.json with the thresholds)")
     pseudo.add_argument("--portion", type=options.portion, default=0.5, help="portion of each class's pixels kept")
     pseudo.add_argument("--round", type=options.non_negative_int, default=0, help="round index recorded in the manifest")
     pseudo.add_argument("--fusion", choices=["none", "agree", "product"], help="MMDL fusion (DRSL checkpoints)")

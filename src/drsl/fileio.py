@@ -30,8 +30,12 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (creating parent folders)."""
+def atomic_write_bytes(path: str | Path, data: bytes, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (creating parent folders).
+
+    ``sync=False`` skips the fsync before the rename, for many small files that the caller makes
+    durable at once (``os.sync()``) before writing whatever names them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -43,7 +47,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:  # disk full, read-only, a folder in the way: name the file, keep the old one
         Path(tmp).unlink(missing_ok=True)

@@ -1,5 +1,10 @@
-"""Class posteriors used to select pseudo-labels: the segmentation head, optionally fused with
-the MMDL head's class posterior (docs/method.md, "Self-training hosts and pseudo-labels")."""
+"""Class posteriors for pseudo-labels: the segmentation head, optionally fused with the MMDL head's
+class posterior (docs/method.md, "Self-training hosts and pseudo-labels"), and the confidence score that ranks them.
+
+Fusion happens at label resolution, after every upsampling and test-time average: both heads'
+posteriors travel through inference side by side (:func:`head_posteriors` stacks them) and
+:func:`fuse` combines them pixel by pixel, so a vetoed pixel is vetoed exactly where it is labelled.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,65 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from drsl.data.labels import IGNORE_INDEX
 from drsl.models.segmentor import Segmentor
 
+FUSIONS = ("none", "agree", "product")
 
-def fused_probabilities(
-    segmentor: Segmentor, regularizer: nn.Module | None, images: Tensor, fusion: str
-) -> Tensor:
-    """Class probabilities (B, C, h, w) at feature resolution.
 
-    ``fusion``: "none" uses the segmentation head alone; "agree" zeroes the confidence of pixels
-    where the two heads' argmax differ (they then fall below every class threshold); "product"
-    multiplies both posteriors and renormalises.
-    """
+def head_posteriors(segmentor: Segmentor, regularizer: nn.Module | None, images: Tensor, fusion: str) -> Tensor:
+    """Float32 posteriors at feature resolution: (B, C, h, w), or (B, 2C, h, w) with the MMDL
+    class posterior stacked after the segmentation softmax when ``fusion`` needs it."""
     output = segmentor(images)
     probs = F.softmax(output.logits.float(), dim=1)
-    if fusion == "none" or regularizer is None:
+    if not uses_mmdl(fusion, regularizer):
         return probs
-    mmdl = regularizer.class_posterior(output.features).float()
-    if fusion == "agree":
-        agree = probs.argmax(1, keepdim=True) == mmdl.argmax(1, keepdim=True)
-        return probs * agree
-    fused = probs * mmdl
-    return fused / fused.sum(1, keepdim=True).clamp_min(torch.finfo(fused.dtype).tiny)
+    return torch.cat([probs, regularizer.class_posterior(output.features).float()], dim=1)  # type: ignore[union-attr]
+
+
+def uses_mmdl(fusion: str, regularizer: nn.Module | None) -> bool:
+    """Whether ``fusion`` reads the MMDL posterior (and a regulariser exists to give it)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    return fusion != "none" and regularizer is not None
+
+
+def max_over_classes(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``x.max(dim=1)`` of (B, C, H, W) maps: values and the first index reaching them (C < 256).
+
+    Two vectorised passes (a max, then the first class equal to it); ``torch.max`` with indices
+    over the strided class dimension is several times slower on CPUs.
+    """
+    top = x.amax(dim=1, keepdim=True)
+    rank = torch.arange(x.shape[1], 0, -1, dtype=torch.uint8, device=x.device).view(1, -1, 1, 1)
+    first = x.shape[1] - (x == top).to(torch.uint8).mul_(rank).amax(dim=1).long()
+    return top.squeeze(1), first
+
+
+def fuse(posteriors: Tensor, num_classes: int, fusion: str, inplace: bool = False) -> tuple[Tensor, Tensor]:
+    """Predicted classes and confidence scores (each (B, H, W)) from posteriors at label resolution.
+
+    ``posteriors`` is (B, C, H, W) or, with the MMDL posterior stacked (see
+    :func:`head_posteriors`), (B, 2C, H, W). ``fusion``: "none" or a single map uses the
+    segmentation head alone; "agree" vetoes (class ``IGNORE_INDEX``) every pixel where the two
+    heads' argmax differ; "product" ranks the normalised product of both posteriors.
+
+    The score is ``-log(1 - p)`` of the kept posterior's maximum p, computed as
+    ``-log(sum of the other classes' posteriors)`` so that it keeps resolving confidences whose p
+    rounds to 1 in float32; it is float32 and finite (at most about 87). ``inplace`` lets it
+    overwrite ``posteriors`` (float32) instead of copying them.
+    """
+    seg = posteriors[:, :num_classes].float()
+    fused = seg
+    if posteriors.shape[1] == 2 * num_classes and fusion == "product":
+        fused = seg * posteriors[:, num_classes:].float()
+    top, predicted = max_over_classes(fused)
+    owned = inplace or fused is not seg  # zero the top class where it may be overwritten
+    others = (fused.scatter_ if owned else fused.scatter)(1, predicted.unsqueeze(1), 0.0).sum(dim=1)
+    tiny = torch.finfo(torch.float32).tiny
+    # p = top / (top + others): -log(1 - p) = log(top + others) - log(others).
+    score = (torch.log((top + others).clamp_min(tiny)) - torch.log(others.clamp_min(tiny))).clamp_min(0.0)
+    if posteriors.shape[1] == 2 * num_classes and fusion == "agree":
+        mmdl_class = max_over_classes(posteriors[:, num_classes:].float())[1]
+        predicted = torch.where(mmdl_class == predicted, predicted, IGNORE_INDEX)
+    return predicted, score

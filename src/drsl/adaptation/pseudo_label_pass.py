@@ -1,36 +1,112 @@
-"""One pseudo-labelling pass over a target set: model -> (fused) posteriors -> class-balanced
-PNG labels and a manifest, resumable, sharded across ranks; plus quality against held-back truth."""
+"""One pseudo-labelling pass over a target set: batches of same-size images through the model on
+its device, test-time averaging and fusion at label resolution in bounded row bands, then uint8
+predictions and uint16 confidence levels to the host and on to PNG writers; class-balanced
+thresholds, counts and quality come from histograms, so every image is read and written once.
+
+Resumable and sharded across ranks (see :mod:`drsl.adaptation.pseudo_labels.writer`); the set is
+fingerprinted by the weights and settings that make it, and a set with another fingerprint is never
+reused.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
-from drsl.adaptation.posterior import fused_probabilities
-from drsl.adaptation.pseudo_labels import PseudoLabelQuality, PseudoLabelWriter
-from drsl.config import Config
+from drsl.adaptation.posterior import fuse, head_posteriors, uses_mmdl
+from drsl.adaptation.pseudo_labels import PseudoLabelWriter, complete_set, quantize
+from drsl.adaptation.pseudo_labels.writer import FORMAT
+from drsl.config import Config, EvalConfig
 from drsl.data.base import SegmentationDataset
-from drsl.data.io import read_label
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import progress as progress_bar
-from drsl.evaluation.inference import predict_probs
-from drsl.fileio import atomic_write_json
+from drsl.evaluation.inference import average_rows, pass_maps, row_bands
 
-LABEL_DIR = "labels"
+#: Upper bound on the float32 buffers of one row band (averaged posteriors and their fusion).
+BAND_BYTES = 128 * 2**20
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def pseudo_label_path(out_dir: str | Path, name: str) -> Path:
-    """Where the pseudo-label PNG of sample ``name`` lives."""
-    return Path(out_dir) / LABEL_DIR / f"{name}.png"
+def weights_digest(parts: Sequence[nn.Module]) -> str:
+    """SHA-256 of the parameters and buffers of ``parts`` (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for index, part in enumerate(parts):
+        for key, tensor in sorted(part.state_dict().items()):
+            if isinstance(tensor, Tensor):
+                digest.update(f"{index}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                flat = tensor.detach().cpu().contiguous().reshape(-1)
+                digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pass_fingerprint(
+    parts: Sequence[nn.Module], dataset: SegmentationDataset, eval_cfg: EvalConfig, fusion: str,
+    num_classes: int, amp: str,
+) -> str:
+    """What a set of maps depends on: the weights, the images, inference settings and fusion."""
+    names = hashlib.sha256("\n".join(s.name for s in dataset.samples).encode()).hexdigest()
+    settings = {
+        "format": FORMAT, "weights": weights_digest(parts), "fusion": fusion,
+        "num_classes": num_classes, "amp": amp, "inference": dataclasses.asdict(eval_cfg),
+        "target": {"root": str(dataset.root), "images": names, "resize": getattr(dataset, "resize", None)},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@torch.no_grad()
+def label_batch(
+    segmentor: nn.Module, regularizer: nn.Module | None, images: Tensor, out_size: Sequence[int],
+    eval_cfg: EvalConfig, fusion: str, num_classes: int, amp: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Predicted classes (uint8, 255 = vetoed) and confidence levels (int32), each (B, H, W) at
+    ``out_size``, on the images' device; fused after test-time averaging, band by band."""
+
+    def prob_fn(x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            return head_posteriors(segmentor, regularizer, x, fusion)  # type: ignore[arg-type]
+
+    maps = pass_maps(prob_fn, images, eval_cfg)
+    height, width = int(out_size[0]), int(out_size[1])
+    pred = torch.empty((images.shape[0], height, width), dtype=torch.uint8, device=images.device)
+    levels = torch.empty((images.shape[0], height, width), dtype=torch.int32, device=images.device)
+    bytes_per_row = 3 * 4 * images.shape[0] * maps[0].shape[1] * width  # band, fusion, temporaries
+    for rows in row_bands(height, bytes_per_row, BAND_BYTES):
+        band_pred, band_score = fuse(average_rows(maps, out_size, rows), num_classes, fusion, inplace=True)
+        pred[:, rows] = band_pred.to(torch.uint8)
+        levels[:, rows] = quantize(band_score)
+    return pred, levels
+
+
+def same_size_batches(
+    dataset: SegmentationDataset, indices: Sequence[int], batch_size: int, num_workers: int,
+) -> Iterator[list[dict[str, Any]]]:
+    """Samples of ``indices`` in order, decoded by ``num_workers`` loader workers (0: in this
+    process) and grouped into lists of at most ``batch_size`` consecutive samples of the same size."""
+    samples: Iterable[dict[str, Any]] = (
+        DataLoader(Subset(dataset, list(indices)), batch_size=None, num_workers=num_workers)
+        if num_workers > 0 else (dataset[index] for index in indices)
+    )
+    group: list[dict[str, Any]] = []
+    for sample in samples:
+        if group and (len(group) == batch_size or group[0]["image"].shape != sample["image"].shape):
+            yield group
+            group = []
+        group.append(sample)
+    if group:
+        yield group
 
 
 @torch.no_grad()
 def generate_pseudo_labels(
-    module: torch.nn.Module,
+    module: nn.Module,
     dataset: SegmentationDataset,
     out_dir: str | Path,
     config: Config,
@@ -40,55 +116,55 @@ def generate_pseudo_labels(
     fusion: str,
     checkpoint: str,
     progress: bool = True,
+    replace: bool = False,
 ) -> dict[str, Any]:
     """Write class-balanced pseudo-labels of ``dataset`` (of its class set) to ``out_dir``;
     returns the manifest.
 
-    ``module`` has ``segmentor`` and ``regularizer`` (None without DRSL). Images already stored
-    by a killed pass are re-read, not recomputed; the result is byte-identical either way.
+    ``module`` has ``segmentor`` and ``regularizer`` (None without DRSL). A complete set with the
+    same fingerprint and portion is returned as it is; maps of the same fingerprint left by a
+    killed pass are re-read, not recomputed; maps of another fingerprint are deleted when
+    ``replace`` (a run's own folder), else a FileExistsError. ``quality.json`` is written when the
+    dataset has held-back labels.
     """
     settings = config.adapt.pseudo_label
-    writer = PseudoLabelWriter.from_config(
-        out_dir, settings, dataset.classes.num_classes, round_index, checkpoint,
-        extra={"portion_schedule": dataclasses.asdict(settings), "target_root": str(dataset.root)},
-        class_names=dataset.classes.names, overwrite=False,
-    )
-    writer.fusion = fusion
     eval_cfg = dataclasses.replace(config.eval, flip=settings.flip, scales=list(settings.scales))
+    regularizer = module.regularizer if uses_mmdl(fusion, module.regularizer) else None
+    parts = [module.segmentor] + ([regularizer] if regularizer is not None else [])
+    num_classes = dataset.classes.num_classes
+    fingerprint = pass_fingerprint(parts, dataset, eval_cfg, fusion, num_classes, config.train.amp)
+    manifest = complete_set(out_dir, fingerprint, portion)
+    if manifest is not None:
+        return manifest
+    info = {"round": round_index, "checkpoint": checkpoint, "fusion": fusion,
+            "target_root": str(dataset.root), "portion_schedule": dataclasses.asdict(settings)}
+    make = lambda clear: PseudoLabelWriter(  # noqa: E731
+        out_dir, num_classes, fingerprint, info, class_names=dataset.classes.names, device=dist.device, replace=clear,
+    )
+    barrier()  # every rank has looked for a complete set before rank 0 may clear the folder
+    writer = make(replace) if dist.is_main else None
+    barrier()
+    writer = writer or make(False)
+    has_truth = any(sample.label_path is not None for sample in dataset.samples)
+    todo = []
+    for index in range(dist.rank, len(dataset), dist.world_size):
+        name = dataset.samples[index].name
+        if not (writer.done(name) and writer.add_existing(name, dataset[index]["label"] if has_truth else None)):
+            todo.append(index)
     was_training = module.training
     module.eval()
-
-    def prob_fn(images: Tensor) -> Tensor:
-        return fused_probabilities(module.segmentor, module.regularizer, images, fusion)
-
-    indices = range(dist.rank, len(dataset), dist.world_size)
-    for index in progress_bar(indices, enabled=progress and dist.is_main, desc=f"pseudo-labels r{round_index}"):
-        name = dataset.samples[index].name
-        if writer.done(name):
-            writer.add_existing(name)
-            continue
-        sample = dataset[index]
-        images = sample["image"].unsqueeze(0).to(dist.device).float().div_(255.0)
-        probs = predict_probs(prob_fn, images, eval_cfg, out_size=sample["label"].shape[-2:])[0]
-        writer.add(name, probs.cpu(), valid_mask=probs.amax(0).cpu() > 0)
+    amp = _AMP.get(config.train.amp)
+    bar = progress_bar(total=len(todo), enabled=progress and dist.is_main, desc=f"pseudo-labels r{round_index}")
+    for group in same_size_batches(dataset, todo, settings.batch_size, config.data.num_workers):
+        images = torch.stack([s["image"] for s in group]).to(dist.device, non_blocking=True).float().div_(255.0)
+        if config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        out_size = group[0]["label"].shape[-2:]
+        pred, levels = label_batch(module.segmentor, regularizer, images, out_size, eval_cfg, fusion, num_classes, amp)
+        truth = torch.stack([s["label"] for s in group]) if has_truth else None
+        writer.add([s["name"] for s in group], pred, levels, truth)
+        bar.update(len(group))
+    bar.close()
     manifest = writer.finalize(portion)
     module.train(was_training)
-    barrier()
     return manifest
-
-
-def measure_quality(dataset: SegmentationDataset, out_dir: str | Path, num_classes: int) -> dict[str, Any] | None:
-    """Precision and coverage of stored pseudo-labels against the dataset's held-back labels.
-
-    Returns None when the dataset has no labels. Written to ``out_dir/quality.json``.
-    """
-    if not any(sample.label_path is not None for sample in dataset.samples):
-        return None
-    quality = PseudoLabelQuality(num_classes)
-    for index, sample in enumerate(dataset.samples):
-        truth = dataset[index]["label"].numpy()
-        quality.update(read_label(pseudo_label_path(out_dir, sample.name)), truth)
-    result = quality.result()
-    atomic_write_json(Path(out_dir) / "quality.json", result)
-    return result
-

@@ -8,16 +8,24 @@ run killed anywhere resumes to the same result.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import torch
 
 from drsl.adaptation.context import RunContext, batches, joint_batches, source_batches
-from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels, measure_quality, pseudo_label_path
-from drsl.adaptation.pseudo_labels import is_complete, portion_for_round
+from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels
+from drsl.adaptation.pseudo_labels import (
+    complete_set,
+    is_complete,
+    load_pseudo_label,
+    portion_for_round,
+    read_manifest,
+    threshold_table,
+)
+from drsl.adaptation.pseudo_labels.writer import QUALITY, map_paths
 from drsl.data.errors import DataError
-from drsl.data.io import read_label
 from drsl.data.transforms import build_train_transform
 from drsl.engine.sampling import SeededView
 
@@ -25,17 +33,18 @@ log = logging.getLogger("drsl")
 
 
 class PseudoLabelLoader:
-    """Replaces a target sample's label by its stored pseudo-label (picklable for workers)."""
+    """Replaces a target sample's label by its pseudo-label from a complete set (picklable for
+    loader workers; the thresholds are read once, from the set's manifest)."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
+        self.table = threshold_table(read_manifest(folder))
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        path = pseudo_label_path(self.folder, sample["name"])
-        label = read_label(path)
+        label = load_pseudo_label(self.folder, sample["name"], self.table)
         if label.shape != tuple(sample["image"].shape[-2:]):
             raise DataError(
-                path, f"pseudo-label is {label.shape}, its image {tuple(sample['image'].shape[-2:])}: "
+                map_paths(self.folder, sample["name"])[0], f"pseudo-label is {label.shape}, its image {tuple(sample['image'].shape[-2:])}: "
                 "it was made for another resize setting",
             )
         sample["label"] = torch.from_numpy(label).long()
@@ -48,22 +57,38 @@ def round_length(ctx: RunContext) -> int:
 
 
 def prepare_round(ctx: RunContext, round_index: int) -> str:
-    """Make sure round ``round_index``'s pseudo-labels exist; returns their folder."""
+    """Make sure round ``round_index``'s pseudo-labels exist; returns their folder.
+
+    At the round's start they must have been made by the current weights and settings (any other
+    set is regenerated, never reused). Resumed within the round, they must be the set the
+    checkpoint trained on (its fingerprint is kept in the trainer's host state); if that set is
+    gone or changed, it is regenerated from the current weights, with a warning.
+    """
     folder = ctx.work_dir / "pseudo_labels" / f"round_{round_index}"
-    if is_complete(folder):
-        return str(folder)
     config = ctx.config
     fusion = config.adapt.pseudo_label.fusion if round_index > 0 else "none"
     portion = portion_for_round(config.adapt.pseudo_label, round_index)
+    recorded = ctx.trainer.host_state.get("pseudo_labels") or {}
+    if ctx.trainer.iteration > round_index * round_length(ctx):
+        if recorded.get("round") == round_index and complete_set(folder, recorded["fingerprint"], portion):
+            return str(folder)
+        log.warning(
+            "round %d: the pseudo-labels this run trained on are missing or changed in %s; regenerating "
+            "them from the weights at iteration %d", round_index, folder, ctx.trainer.iteration,
+        )
+    before = read_manifest(folder) if is_complete(folder) else {}
     manifest = generate_pseudo_labels(
         ctx.module, ctx.target, folder, config, ctx.dist, portion, round_index, fusion,  # type: ignore[arg-type]
-        checkpoint=f"{ctx.work_dir / 'checkpoints' / 'latest.pt'}@{ctx.trainer.iteration}",
+        checkpoint=f"{ctx.work_dir / 'checkpoints' / 'latest.pt'}@{ctx.trainer.iteration}", replace=True,
     )
-    if ctx.dist.is_main:
-        quality = measure_quality(ctx.target, folder, config.model.num_classes)  # type: ignore[arg-type]
+    ctx.trainer.host_state["pseudo_labels"] = {"round": round_index, "fingerprint": manifest["fingerprint"]}
+    made = (before.get("fingerprint"), before.get("portion")) != (manifest["fingerprint"], portion)
+    if ctx.dist.is_main and made:  # a reused set was logged when it was made
         logs = {"portion": portion, "coverage": float(manifest["coverage"] or 0.0)}  # None: nothing predicted
-        if quality is not None:
-            logs.update(precision=float(quality["precision"]), truth_coverage=float(quality["coverage"]))
+        quality = folder / QUALITY
+        if quality.is_file():
+            measured = json.loads(quality.read_text())
+            logs.update(precision=float(measured["precision"]), truth_coverage=float(measured["coverage"]))
         ctx.logger.scalars(ctx.trainer.iteration, logs, prefix="pseudo_labels/")
         log.info("round %d pseudo-labels: %s", round_index, logs)
     return str(folder)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drsl.adaptation.ema import EMATeacher
-from drsl.adaptation.posterior import fused_probabilities
+from drsl.adaptation.posterior import fuse, head_posteriors
 from drsl.adaptation.pseudo_labels import select_class_balanced
 from drsl.config import Config, OptimConfig
 from drsl.data.labels import IGNORE_INDEX
@@ -55,6 +55,7 @@ class SelfTrainingModule(nn.Module):
         self.regularizer = regularizer
         self.teacher = teacher
         self.adapt = config.adapt
+        self.num_classes = config.model.num_classes
 
     @property
     def uses_target(self) -> bool:
@@ -84,18 +85,31 @@ class SelfTrainingModule(nn.Module):
         if self.regularizer is not None and "sma_rng" in state:
             self.regularizer.set_rng_state(state["sma_rng"])
 
+    def teacher_parts(self) -> tuple[Segmentor, nn.Module | None]:
+        """The EMA teacher's segmentor and regulariser (None without DRSL)."""
+        assert self.teacher is not None
+        model = self.teacher.model
+        return model[0], model[1] if len(model) > 1 else None  # type: ignore[return-value]
+
+    def fusion_at(self, iteration: int) -> str:
+        """The pseudo-label fusion in force: none until the MMDL head has warmed up."""
+        return "none" if iteration < self.adapt.drsl.warmup_iters else self.adapt.pseudo_label.fusion
+
+    @torch.no_grad()
+    def teacher_predictions(self, target_images: Tensor, size: torch.Size, iteration: int) -> tuple[Tensor, Tensor]:
+        """The EMA teacher's predicted classes (255 where fusion vetoes) and confidence scores
+        -log(1 - p) at label size ``size``, fused after upsampling (see :func:`fuse`)."""
+        segmentor, regularizer = self.teacher_parts()
+        fusion = self.fusion_at(iteration)
+        posteriors = head_posteriors(segmentor, regularizer, target_images, fusion)
+        posteriors = F.interpolate(posteriors, size=size, mode="bilinear", align_corners=False)
+        return fuse(posteriors, self.num_classes, fusion)
+
     @torch.no_grad()
     def teacher_pseudo_labels(self, target_images: Tensor, size: torch.Size, iteration: int) -> Tensor:
         """Class-balanced pseudo-labels for a target batch from the EMA teacher (online host)."""
-        assert self.teacher is not None
-        segmentor = self.teacher.model[0]
-        regularizer = self.teacher.model[1] if len(self.teacher.model) > 1 else None
-        fusion = self.adapt.pseudo_label.fusion
-        if iteration < self.adapt.drsl.warmup_iters:
-            fusion = "none"
-        probs = fused_probabilities(segmentor, regularizer, target_images, fusion)
-        probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-        return select_class_balanced(probs, self.adapt.online_portion)
+        predicted, score = self.teacher_predictions(target_images, size, iteration)
+        return select_class_balanced(predicted, score, self.num_classes, self.adapt.online_portion)
 
     def forward(self, batch: dict[str, Any], iteration: int = 0) -> StepOutput:
         """Losses for one (micro-)batch ``{"source": {...}, "target": {...}}``."""

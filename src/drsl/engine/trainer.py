@@ -205,6 +205,9 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(train.amp)
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=train.amp == "fp16")
         self.iteration = 0
+        #: What a host must find again on resume (JSON-like: strings, numbers, dicts), e.g. the
+        #: fingerprint of the pseudo-labels the current round trains on.
+        self.host_state: dict[str, Any] = {}
         self.checkpoint_dir = Path(config.work_dir) / "checkpoints"
         #: Called with the iteration after every step (e.g. training panels); must not train.
         self.step_hooks: list[Callable[[int], None]] = []
@@ -228,6 +231,7 @@ class Trainer:
             "config": config_to_dict(self.config),
             "metrics_records": self.logger.records,
             **self.metadata,
+            "host": self.host_state,
         }
 
     def save(self, keep_numbered: bool = True) -> None:
@@ -264,6 +268,7 @@ class Trainer:
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"the optimizer state in {path} does not fit this run ({exc})") from None
         self.iteration = int(state["iteration"])
+        self.host_state = dict(state.get("host", {}))
         restore_rng_state(state["rng"])
         return state.get("metrics_records")
 

@@ -1,7 +1,9 @@
 """Class-balanced pseudo-labels (CBST rule) in bounded memory.
 
-- :mod:`.histogram`: uint16 confidence quantisation, streaming per-class histograms, thresholds.
-- :mod:`.writer`: two-pass, resumable generation of uint8 label PNGs and a manifest (rounds host).
+- :mod:`.histogram`: confidence scores -log(1 - p) as uint16 levels, streaming per-class
+  histograms, thresholds.
+- :mod:`.writer`: one-pass, resumable, fingerprinted sets of prediction and score PNGs with a
+  manifest of thresholds (rounds host); :func:`load_pseudo_label` applies them.
 - :mod:`.selection`: the same rule on one batch with exact torch ops (online host).
 - :mod:`.quality`: precision and coverage of pseudo-labels against ground truth.
 """
@@ -9,12 +11,18 @@
 from drsl.adaptation.pseudo_labels.histogram import (
     KEEP_NOTHING,
     LEVELS,
-    SCALE,
+    LEVELS_PER_NAT,
     ClassConfidenceHistogram,
+    confidence_score,
     keep_count,
+    level_confidence,
     quantize,
 )
-from drsl.adaptation.pseudo_labels.quality import PseudoLabelQuality, pseudo_label_quality
+from drsl.adaptation.pseudo_labels.quality import (
+    PseudoLabelQuality,
+    histogram_quality,
+    pseudo_label_quality,
+)
 from drsl.adaptation.pseudo_labels.selection import (
     class_balanced_thresholds,
     portion_for_round,
@@ -23,24 +31,33 @@ from drsl.adaptation.pseudo_labels.selection import (
 from drsl.adaptation.pseudo_labels.writer import (
     PseudoLabelWriter,
     check_name,
+    complete_set,
     is_complete,
+    load_pseudo_label,
     read_manifest,
+    threshold_table,
 )
 
 __all__ = [
     "KEEP_NOTHING",
     "LEVELS",
-    "SCALE",
+    "LEVELS_PER_NAT",
     "ClassConfidenceHistogram",
     "PseudoLabelQuality",
     "PseudoLabelWriter",
     "check_name",
     "class_balanced_thresholds",
+    "complete_set",
+    "confidence_score",
+    "histogram_quality",
     "is_complete",
     "keep_count",
+    "level_confidence",
+    "load_pseudo_label",
     "portion_for_round",
     "pseudo_label_quality",
     "quantize",
     "read_manifest",
     "select_class_balanced",
+    "threshold_table",
 ]
