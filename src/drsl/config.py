@@ -306,20 +306,43 @@ class DRSLConfig:
 
 
 @dataclass
+class MixConfig:
+    """The mixing host (DACS, Tranheden et al. 2021; DAFormer, Hoyer et al. 2022)."""
+
+    #: Teacher confidence above which a target pixel counts towards its image's loss weight.
+    confidence_threshold: Annotated[float, Bounds(0, 1, high_open=True)] = 0.968
+    #: Strong augmentation of the mixed image: colour jitter of this strength (brightness,
+    #: contrast, saturation; hue at a quarter of it) applied with this probability, then a
+    #: Gaussian blur with probability ``blur_prob`` (DAFormer: 0.2, 0.2, 0.5).
+    jitter_strength: Annotated[float, Bounds(0, 1)] = 0.2
+    jitter_prob: Probability = 0.2
+    blur_prob: Probability = 0.5
+    #: ImageNet feature distance (DAFormer) for pretrained encoders: weight (0 = off) of the
+    #: distance between the encoder's deepest features and those of a frozen copy of its
+    #: ImageNet weights (model.pretrained), on source pixels of ``fd_classes``.
+    fd_weight: NonNegative = 0.0
+    fd_classes: list[NonNegativeInt] = field(default_factory=lambda: [6, 7, 11, 12, 13, 14, 15, 16, 17, 18])
+
+
+@dataclass
 class AdaptConfig:
     """How target images are used."""
 
-    #: source_only (also the oracle, whose source is the labelled target), cbst or drsl.
+    #: source_only (also the oracle, whose source is the labelled target), cbst (self-training
+    #: without the regulariser, pseudo-labels made by the host) or drsl.
     method: Literal["source_only", "cbst", "drsl"] = "source_only"
-    host: Literal["rounds", "online"] = "rounds"
+    #: How target pseudo-labels are made: rounds (class-balanced sets, CBST), online (an EMA
+    #: teacher labels each target batch) or mix (EMA teacher plus cross-domain ClassMix).
+    host: Literal["rounds", "online", "mix"] = "rounds"
     #: Self-training rounds (rounds host); train.iterations is split evenly between them.
     rounds: Count = 2
     lambda_target: NonNegative = 1.0
-    #: EMA teacher momentum (online host).
+    #: EMA teacher momentum (online and mix hosts).
     ema_momentum: Momentum = 0.999
     #: Online host: portion of each class kept per batch (class-balanced, like CBST).
     online_portion: Portion = 0.5
     pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     drsl: DRSLConfig = field(default_factory=DRSLConfig)
 
 
@@ -349,6 +372,15 @@ def check_config(config: Config) -> Config:
          f"adapt.method={adapt.method} needs data.target (the unlabelled target images)"),
         (config.data.batch_size % config.train.grad_accum != 0,
          f"data.batch_size={config.data.batch_size} must be divisible by train.grad_accum={config.train.grad_accum}"),
+        (adapt.host == "mix" and adapt.method != "source_only"
+         and config.data.source_augment.crop_size != config.data.target_augment.crop_size,
+         f"adapt.host=mix pastes source pixels onto target crops: data.source_augment.crop_size="
+         f"{config.data.source_augment.crop_size} must equal data.target_augment.crop_size="
+         f"{config.data.target_augment.crop_size}"),
+        (adapt.host == "mix" and adapt.mix.fd_weight > 0 and not config.model.pretrained,
+         "adapt.mix.fd_weight > 0 compares features with the encoder's ImageNet weights: set model.pretrained"),
+        (adapt.mix.fd_weight > 0 and any(c >= config.model.num_classes for c in adapt.mix.fd_classes),
+         f"adapt.mix.fd_classes={adapt.mix.fd_classes} holds classes >= model.num_classes={config.model.num_classes}"),
         (pseudo.portion_start > pseudo.portion_max,
          f"adapt.pseudo_label.portion_start={pseudo.portion_start} exceeds portion_max={pseudo.portion_max}"),
         (evaluation.mode == "slide" and any(s > c for s, c in zip(evaluation.stride, evaluation.crop_size)),

@@ -1,5 +1,5 @@
 """Assembles a run from its config: data views, model, trainer; then hands over to the host of
-the chosen method (source-only, round-based self-training, or online EMA-teacher self-training)."""
+the chosen method (source-only, or a self-training host: rounds, online EMA teacher, or mixing)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from drsl.adaptation.context import RunContext, hide_target_labels, per_rank_batch, source_batches
 from drsl.adaptation.drsl import DRSLRegularizer
 from drsl.adaptation.ema import EMATeacher
+from drsl.adaptation.mix import MixTrainingModule, run_mix
 from drsl.adaptation.online import run_online
 from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
@@ -37,6 +38,9 @@ from drsl.models.segmentor import build_model
 from drsl.models.weights import load_matching
 
 log = logging.getLogger("drsl")
+
+#: The self-training hosts, by ``adapt.host``: each trains from the trainer's iteration to the end.
+HOSTS = {"rounds": run_rounds, "online": run_online, "mix": run_mix}
 
 
 def source_view(config: Config, classes: ClassSet) -> SeededView:
@@ -73,10 +77,11 @@ def build_module(config: Config) -> SelfTrainingModule:
         regularizer = DRSLRegularizer(
             segmentor.feature_channels, config.model.num_classes, config.adapt.drsl, seed=config.seed
         )
-    module = SelfTrainingModule(segmentor, config, regularizer)
+    mixing = config.adapt.host == "mix" and config.adapt.method != "source_only"
+    module = (MixTrainingModule if mixing else SelfTrainingModule)(segmentor, config, regularizer)
     if config.init_checkpoint:
         load_initial_weights(module, config.init_checkpoint, config.model.num_classes)  # type: ignore[arg-type]
-    if module.uses_target and config.adapt.host == "online":
+    if module.uses_target and config.adapt.host in ("online", "mix"):
         module.teacher = EMATeacher(module.student_parts(), config.adapt.ema_momentum)
     return module
 
@@ -201,13 +206,9 @@ def run_training(
             start(ctx)
             if not ctx.module.uses_target:
                 ctx.trainer.fit(({"source": batch} for batch in source_batches(ctx)), until=config.train.iterations)
-            elif config.adapt.host == "rounds":
-                run_rounds(ctx)
             else:
-                run_online(ctx)
-            summary = finish(ctx)
-        barrier()  # leave together: the main process records the outcome first
-        return summary
+        load_initial_weights(module, config.init_checkpoint, config.model.num_classes)  # type: ignore[arg-type]
+    if module.uses_target and config.adapt.host in ("online", "mix"):
     finally:
         ctx.logger.close()
 

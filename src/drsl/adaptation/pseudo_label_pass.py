@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from drsl.adaptation.context import RunContext
 from drsl.adaptation.posterior import fuse, head_posteriors, uses_mmdl
-from drsl.adaptation.pseudo_labels import PseudoLabelWriter, complete_set, quantize
-from drsl.adaptation.pseudo_labels.writer import FORMAT
+from drsl.adaptation.pseudo_labels import PseudoLabelQuality, PseudoLabelWriter, complete_set, quantize
+from drsl.adaptation.pseudo_labels.histogram import all_reduce_sum, is_distributed
+from drsl.adaptation.pseudo_labels.writer import FORMAT, QUALITY
 from drsl.config import Config, EvalConfig
 from drsl.data.base import SegmentationDataset
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import progress as progress_bar
 from drsl.evaluation.inference import average_rows, pass_maps, row_bands
+from drsl.fileio import atomic_write_json
 
 #: Upper bound on the float32 buffers of one row band (averaged posteriors and their fusion).
 BAND_BYTES = 128 * 2**20
@@ -168,3 +171,49 @@ def generate_pseudo_labels(
     manifest = writer.finalize(portion)
     module.train(was_training)
     return manifest
+
+
+@torch.no_grad()
+def teacher_quality(
+    segmentor: nn.Module, regularizer: nn.Module | None, dataset: SegmentationDataset, config: Config,
+    dist: DistInfo, fusion: str, keep: Callable[[Tensor, Tensor], Tensor],
+) -> dict[str, Any] | None:
+    """Precision and coverage on a labelled target set of the pseudo-labels a teacher host would
+    make: ``keep(predicted, levels)`` (batches of uint8 classes, 255 = vetoed, and int32 levels)
+    returns the kept labels (255 elsewhere). Sharded over ranks; None when the set has no labels."""
+    if not any(sample.label_path is not None for sample in dataset.samples):
+        return None
+    settings = config.adapt.pseudo_label
+    eval_cfg = dataclasses.replace(config.eval, flip=settings.flip, scales=list(settings.scales))
+    regularizer = regularizer if uses_mmdl(fusion, regularizer) else None
+    num_classes = dataset.classes.num_classes
+    quality = PseudoLabelQuality(num_classes)
+    indices = range(dist.rank, len(dataset), dist.world_size)
+    for group in same_size_batches(dataset, indices, settings.batch_size, config.data.num_workers):
+        images = torch.stack([s["image"] for s in group]).to(dist.device).float().div_(255.0)
+        truth = torch.stack([s["label"] for s in group])
+        predicted, levels = label_batch(
+            segmentor, regularizer, images, truth.shape[-2:], eval_cfg, fusion, num_classes, _AMP.get(config.train.amp)
+        )
+        quality.update(keep(predicted, levels).cpu().numpy(), truth.numpy())
+    if is_distributed():
+        quality.confusion = all_reduce_sum(torch.from_numpy(quality.confusion)).cpu().numpy()
+        quality.valid = all_reduce_sum(torch.from_numpy(quality.valid)).cpu().numpy()
+    return quality.result()
+
+
+def report_teacher_quality(ctx: RunContext, rule: str, keep: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """Measure the EMA teacher's pseudo-labels on the target set at the end of a teacher host's
+    run (:func:`teacher_quality`): logged, and written to ``pseudo_labels/teacher/quality.json``."""
+    module = ctx.module
+    segmentor, regularizer = module.teacher_parts()
+    fusion = module.fusion_at(ctx.trainer.iteration)
+    result = teacher_quality(segmentor, regularizer, ctx.target, ctx.config, ctx.dist, fusion, keep)  # type: ignore[arg-type]
+    if result is None or not ctx.dist.is_main:
+        return
+    result.update(rule=rule, fusion=fusion, iteration=ctx.trainer.iteration)
+    atomic_write_json(ctx.work_dir / "pseudo_labels" / "teacher" / QUALITY, result)
+    ctx.logger.scalars(
+        ctx.trainer.iteration, {"precision": result["precision"], "truth_coverage": result["coverage"]},
+        prefix="pseudo_labels/teacher/",
+    )

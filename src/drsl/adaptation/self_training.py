@@ -23,15 +23,20 @@ from drsl.engine.trainer import StepOutput
 from drsl.models.segmentor import Segmentor
 
 
-def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Pixel cross-entropy at label resolution (logits upsampled bilinearly), ignoring 255.
+def segmentation_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Pixel cross-entropy at label resolution (logits upsampled bilinearly), ignoring 255,
+    optionally weighted per pixel by ``weight`` (same shape as ``labels``).
 
     A mean over the valid pixels of every process (:func:`global_mean`): under DDP each pixel
     weighs the same whichever process holds it, and a process without valid pixels adds a
     graph-connected zero. No host synchronisation.
     """
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    if weight is None:
+        total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    else:
+        pixels = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+        total = (pixels * weight).sum()
     return global_mean(total, (labels != IGNORE_INDEX).sum())
 
 

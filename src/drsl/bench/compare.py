@@ -42,6 +42,12 @@ VARIANTS: dict[str, Variant] = {
         Variant("drsl_no_fusion", "drsl", ("adapt.pseudo_label.fusion=none",)),
         Variant("drsl_k1", "drsl", ("adapt.drsl.num_modes=1",)),
         Variant("drsl_k5", "drsl", ("adapt.drsl.num_modes=5",)),
+        Variant("mix", "mix"),
+        Variant("drsl_mix", "drsl_mix"),
+        Variant("drsl_mix_no_sma", "drsl_mix", ("adapt.drsl.sma=false",)),
+        Variant("drsl_mix_no_fusion", "drsl_mix", ("adapt.pseudo_label.fusion=none",)),
+        # Without the MMDL loss the head does not learn classes, so its posterior cannot fuse either.
+        Variant("drsl_mix_no_mmdl", "drsl_mix", ("adapt.drsl.lambda_mm=0", "adapt.pseudo_label.fusion=none")),
     )
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
@@ -101,7 +107,9 @@ def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
 
 
 def pseudo_label_rounds(work: Path) -> list[dict[str, Any]]:
-    """Per round: portion, coverage and precision of the stored pseudo-labels."""
+    """Precision and coverage of the pseudo-labels against the held-back target-train labels: per
+    round of the rounds host (with its portion), and the EMA teacher's at the end of a teacher
+    host (round "teacher", with its selection rule)."""
     rounds = []
     for folder in sorted((work / "pseudo_labels").glob("round_*"), key=lambda p: int(p.name[6:])):
         quality = folder / "quality.json"
@@ -110,6 +118,10 @@ def pseudo_label_rounds(work: Path) -> list[dict[str, Any]]:
             q, m = json.loads(quality.read_text()), json.loads(manifest.read_text())
             rounds.append({"round": m["round"], "portion": m["portion"],
                            "precision": q["precision"], "coverage": q["coverage"]})
+    teacher = work / "pseudo_labels" / "teacher" / "quality.json"
+    if teacher.is_file():
+        q = json.loads(teacher.read_text())
+        rounds.append({"round": "teacher", "rule": q["rule"], "precision": q["precision"], "coverage": q["coverage"]})
     return rounds
 
 
@@ -127,7 +139,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
         per_class = {
             c: _mean_std([100 * (r["per_class_iou"][c] or 0.0) for r in rows])[0] for c in rows[0]["per_class_iou"]
         }
-        rounds: dict[int, list[dict[str, Any]]] = {}
+        rounds: dict[int | str, list[dict[str, Any]]] = {}
         for r in rows:
             for pl in r["pseudo_labels"]:
                 rounds.setdefault(pl["round"], []).append(pl)
@@ -143,7 +155,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
                     "precision": _mean_std([100 * p["precision"] for p in v]),
                     "coverage": _mean_std([100 * p["coverage"] for p in v]),
                 }
-                for k, v in sorted(rounds.items())
+                for k, v in rounds.items()  # rounds in order, then the teacher
             },
         }
     return table

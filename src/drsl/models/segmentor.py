@@ -45,8 +45,12 @@ class Segmentor(nn.Module):
             images = images * self.scale
         return (images - self.mean) / self.std
 
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """The encoder's feature maps (shallow to deep) of RGB [0, 1] images."""
+        return self.encoder(self.normalize(images))
+
     def forward(self, images: Tensor) -> SegmentorOutput:
-        logits, features = self.decoder(self.encoder(self.normalize(images)))
+        logits, features = self.decoder(self.encode(images))
         return SegmentorOutput(logits, features)
 
     def head_parameters(self) -> list[nn.Parameter]:

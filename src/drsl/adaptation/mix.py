@@ -1,0 +1,151 @@
+"""The mixing host (``adapt.host: mix``), DACS / DAFormer style, with the DRSL regulariser.
+
+One step: the EMA teacher labels the clean (geometric-only augmented) target crop; ClassMix pastes
+the pixels of half the classes of each source crop onto its target crop; the mixed image is
+strongly augmented; the student learns the source labels and the mixed labels, the pasted pixels at
+weight 1 and the target pixels at the teacher's confident share (pixels above
+``adapt.mix.confidence_threshold``). With DRSL, the regulariser sees the source crops and the
+pasted pixels as source, the confidently labelled target pixels of the mixed image as target (MMDL
+on both, mode alignment between them), and the teacher's labels are fused with its MMDL posterior.
+Rare classes come from the class-balanced source sampler (``data.source_sampling``). The trainer
+owns the loop; the teacher and the mixing draws (from seed, iteration and rank) make it resumable
+and DDP-correct like the other hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from drsl.adaptation.classmix import (
+    StrongAugment,
+    class_mix_masks,
+    confidence_score,
+    confident_pixels,
+    confident_share,
+    mix,
+    step_generator,
+)
+from drsl.adaptation.context import RunContext, batches, hide_target_labels, joint_batches, source_batches
+from drsl.adaptation.drsl.regularizer import downsample_labels
+from drsl.adaptation.pseudo_label_pass import report_teacher_quality
+from drsl.adaptation.pseudo_labels import LEVELS_PER_NAT
+from drsl.adaptation.self_training import SelfTrainingModule, segmentation_loss, to_float_images
+from drsl.config import Config
+from drsl.data.labels import IGNORE_INDEX
+from drsl.data.transforms import build_train_transform
+from drsl.engine.distributed import global_mean
+from drsl.engine.sampling import SeededView
+from drsl.engine.trainer import StepOutput
+from drsl.models.segmentor import Segmentor, build_model
+
+
+class MixTrainingModule(SelfTrainingModule):
+    """The training module of the mixing host: a :class:`SelfTrainingModule` (segmentor,
+    optional regulariser, EMA teacher) whose step mixes domains (see the module docstring)."""
+
+    def __init__(self, segmentor: Segmentor, config: Config, regularizer: nn.Module | None = None) -> None:
+        super().__init__(segmentor, config, regularizer)
+        settings = config.adapt.mix
+        self.settings = settings
+        self.seed = config.seed
+        self.strong = StrongAugment(settings.jitter_strength, settings.jitter_prob, settings.blur_prob)
+        # The frozen ImageNet encoder of the feature distance, kept out of the module tree: it is
+        # rebuilt from model.pretrained, so checkpoints and DDP leave it alone.
+        self._imagenet = [build_model(config.model).encoder.requires_grad_(False).eval()] if settings.fd_weight > 0 else []
+        self.register_buffer("fd_classes", torch.tensor(settings.fd_classes, dtype=torch.long), persistent=False)
+        self._micro = (-1, 0)  # (iteration, micro-batch within it): one mixing draw each
+
+    @property
+    def imagenet(self) -> nn.Module | None:
+        """The frozen ImageNet encoder (None without the feature distance)."""
+        return self._imagenet[0] if self._imagenet else None
+
+    def _generator(self, iteration: int) -> torch.Generator:
+        """The mixing draws of this (iteration, micro-batch, rank)."""
+        micro = self._micro[1] + 1 if self._micro[0] == iteration else 0
+        self._micro = (iteration, micro)
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return step_generator(self.seed, iteration, micro, rank)
+
+    def forward(self, batch: dict[str, Any], iteration: int = 0) -> StepOutput:
+        """Losses for one (micro-)batch ``{"source": {...}, "target": {...}}``."""
+        source, target = batch["source"], batch["target"]
+        source_images, target_images = to_float_images(source["image"]), to_float_images(target["image"])
+        source_labels = source["label"]
+        predicted, score = self.teacher_predictions(target_images, source_labels.shape[-2:], iteration)
+        confident = confident_pixels(score, predicted, self.settings.confidence_threshold)
+        weight = confident_share(confident)
+        generator = self._generator(iteration)
+        mask = class_mix_masks(source_labels, self.num_classes, generator)
+        mixed = self.strong(mix(mask, source_images, target_images), generator)
+        mixed_labels = mix(mask, source_labels, predicted.long())
+        pixel_weight = torch.where(mask, 1.0, weight.view(-1, 1, 1))
+
+        n = source_images.shape[0]
+        maps = self.segmentor.encode(torch.cat([source_images, mixed]))
+        logits, features = self.segmentor.decoder(maps)
+        loss_source = segmentation_loss(logits[:n], source_labels)
+        loss_mix = segmentation_loss(logits[n:], mixed_labels, pixel_weight)
+        loss = loss_source + self.adapt.lambda_target * loss_mix
+        logs: dict[str, Tensor | float] = {
+            "loss_source": loss_source.detach(),
+            "loss_target": loss_mix.detach(),
+            "confident_share": weight.mean(),
+            "mixed_share": mask.float().mean(),
+        }
+        if self.regularizer is not None:
+            target_part = torch.where(~mask & confident, predicted.long(), IGNORE_INDEX)
+            pasted = torch.where(mask, source_labels, IGNORE_INDEX)
+            reg_loss, reg_logs = self.regularizer(
+                features, torch.cat([source_labels, pasted]), features[n:], target_part, step=iteration
+            )
+            loss = loss + reg_loss
+            logs.update({f"drsl/{k}": v for k, v in reg_logs.items()})
+        if self.imagenet is not None:
+            fd = self.feature_distance(maps[-1][:n], source_images, source_labels)
+            loss = loss + self.settings.fd_weight * fd
+            logs["feature_distance"] = fd.detach()
+        logs["loss"] = loss.detach()
+        return StepOutput(loss, logs)
+
+    def feature_distance(self, features: Tensor, images: Tensor, labels: Tensor) -> Tensor:
+        """Mean L2 distance between the student's deepest encoder features of the source images
+        and the frozen ImageNet encoder's, over the feature cells whose (majority) label is one of
+        ``fd_classes`` (DAFormer's thing-class feature distance)."""
+        assert self.imagenet is not None
+        encoder = self.imagenet.to(images.device)
+        with torch.no_grad():
+            reference = encoder(self.segmentor.normalize(images))[-1]
+        distance = (features.float() - reference.float()).norm(dim=1)
+        cells = downsample_labels(labels, tuple(features.shape[-2:]), self.num_classes)
+        selected = torch.isin(cells, self.fd_classes).float()
+        return global_mean((distance * selected).sum(), selected.sum())
+
+
+def run_mix(ctx: RunContext) -> None:
+    """Train from the current iteration to ``train.iterations`` on mixed batches, then measure
+    the teacher's pseudo-labels on the target set (``pseudo_labels/teacher/quality.json``)."""
+    config, module = ctx.config, ctx.module
+    assert module.teacher is not None, "the mixing host needs an EMA teacher"
+    clean = dataclasses.replace(config.data.target_augment, photometric=False)
+    geometric = build_train_transform(clean)  # the teacher labels clean crops
+    view = SeededView(ctx.target, geometric, prepare=hide_target_labels)  # type: ignore[arg-type]
+    start = ctx.trainer.iteration
+    ctx.trainer.fit(
+        joint_batches(source_batches(ctx), batches(view, config, config.seed + 1, start, ctx.dist)),
+        until=config.train.iterations,
+        after_step=lambda _: module.teacher.update(module.student_parts()),  # type: ignore[union-attr]
+        description="mix",
+    )
+    threshold = config.adapt.mix.confidence_threshold
+    level = confidence_score(threshold) * LEVELS_PER_NAT
+
+    def keep(predicted: Tensor, levels: Tensor) -> Tensor:
+        return torch.where(levels > level, predicted.long(), IGNORE_INDEX)  # vetoed pixels are 255
+
+    report_teacher_quality(ctx, f"teacher confidence > {threshold}", keep)
