@@ -14,6 +14,7 @@ from drsl.adaptation.classmix import StrongAugment, class_mix_masks, confident_p
 from drsl.bench.compare import pseudo_label_rounds
 from drsl.config import ConfigError, load_config
 from drsl.configs import resolve_config_path
+from drsl.data.classes import bind_class_set
 from drsl.models.segmentor import build_segmentor
 from drsl.training import build_module, read_eval, run_training
 from fixtures import run_weights, write_cityscapes, write_gta5
@@ -77,6 +78,7 @@ def overrides(root: Path, work_dir: Path, iterations: int = 4, *extra: str) -> l
 @pytest.fixture(scope="module")
 def imagenet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = load_config(resolve_config_path("synth/mix"), ["model.light_width=1"])
+    bind_class_set(config)
     torch.manual_seed(5)
     path = tmp_path_factory.mktemp("weights") / "light_imagenet.pth"
     torch.save(build_segmentor(config.model).encoder.state_dict(), path)

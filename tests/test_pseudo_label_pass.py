@@ -15,6 +15,7 @@ from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels, label_batc
 from drsl.adaptation.pseudo_labels import PseudoLabelQuality, load_pseudo_label, quantize, read_manifest
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
+from drsl.data.classes import bind_class_set
 from drsl.data.registry import build_dataset
 from drsl.engine.distributed import DistInfo
 from drsl.evaluation.inference import predict_probs
@@ -35,7 +36,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     ])
     torch.manual_seed(0)
     module = build_module(config).eval()
-    dataset = build_dataset(config.data.target, require_labels=False)
+    dataset = build_dataset(config.data.target, bind_class_set(config), require_labels=False)
     return config, module, dataset
 
 

@@ -379,8 +379,6 @@ def check_config(config: Config) -> Config:
          f"{config.data.target_augment.crop_size}"),
         (adapt.host == "mix" and adapt.mix.fd_weight > 0 and not config.model.pretrained,
          "adapt.mix.fd_weight > 0 compares features with the encoder's ImageNet weights: set model.pretrained"),
-        (adapt.mix.fd_weight > 0 and any(c >= config.model.num_classes for c in adapt.mix.fd_classes),
-         f"adapt.mix.fd_classes={adapt.mix.fd_classes} holds classes >= model.num_classes={config.model.num_classes}"),
         (pseudo.portion_start > pseudo.portion_max,
          f"adapt.pseudo_label.portion_start={pseudo.portion_start} exceeds portion_max={pseudo.portion_max}"),
         (evaluation.mode == "slide" and any(s > c for s, c in zip(evaluation.stride, evaluation.crop_size)),

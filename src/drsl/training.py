@@ -207,8 +207,10 @@ def run_training(
             if not ctx.module.uses_target:
                 ctx.trainer.fit(({"source": batch} for batch in source_batches(ctx)), until=config.train.iterations)
             else:
-        load_initial_weights(module, config.init_checkpoint, config.model.num_classes)  # type: ignore[arg-type]
-    if module.uses_target and config.adapt.host in ("online", "mix"):
+                HOSTS[config.adapt.host](ctx)
+            summary = finish(ctx)
+        barrier()  # leave together: the main process records the outcome first
+        return summary
     finally:
         ctx.logger.close()
 

@@ -35,7 +35,7 @@ from drsl.adaptation.drsl.regularizer import downsample_labels
 from drsl.adaptation.pseudo_label_pass import report_teacher_quality
 from drsl.adaptation.pseudo_labels import LEVELS_PER_NAT
 from drsl.adaptation.self_training import SelfTrainingModule, segmentation_loss, to_float_images
-from drsl.config import Config
+from drsl.config import Config, ConfigError
 from drsl.data.labels import IGNORE_INDEX
 from drsl.data.transforms import build_train_transform
 from drsl.engine.distributed import global_mean
@@ -51,6 +51,8 @@ class MixTrainingModule(SelfTrainingModule):
     def __init__(self, segmentor: Segmentor, config: Config, regularizer: nn.Module | None = None) -> None:
         super().__init__(segmentor, config, regularizer)
         settings = config.adapt.mix
+        if settings.fd_weight > 0 and any(c >= self.num_classes for c in settings.fd_classes):
+            raise ConfigError(f"adapt.mix.fd_classes={settings.fd_classes} holds classes >= the class set's {self.num_classes}")
         self.settings = settings
         self.seed = config.seed
         self.strong = StrongAugment(settings.jitter_strength, settings.jitter_prob, settings.blur_prob)
