@@ -1,6 +1,6 @@
 """Multi-process training on CPU (2 gloo processes launched like torchrun) equals one process with
 the same global batch, also across a resume on another process count; sharded pseudo-labelling
-equals unsharded pseudo-labelling byte for byte.
+equals unsharded pseudo-labelling byte for byte; so does the mixing host.
 
 Exact equality of the weights needs the same normalisation of every quantity over the global batch:
 
@@ -85,6 +85,8 @@ def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     }
     for name, extra in single.items():
         run_training(load_config(resolve_config_path("synth/source_only"), overrides(data_root, base / name, *extra)), device="cpu")
+    mixing = ("model.freeze_bn=true", "init_checkpoint=null")
+    run_training(load_config(resolve_config_path("synth/mix"), overrides(data_root, base / "mix", *mixing)), device="cpu")
     checkpoint = base / "frozen" / "checkpoints" / "latest.pt"
     pseudo_label_checkpoint(checkpoint, base / "pl_single", 0.4, device="cpu")
     launch(CLI_WORKER, [
@@ -92,8 +94,10 @@ def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         train_argv(data_root, base / "ddp_frozen_accum", "model.freeze_bn=true", "train.grad_accum=2"),
         train_argv(data_root, base / "ddp_batchnorm"),
         ["pseudo-label", str(checkpoint), "--out", str(base / "pl_ddp"), "--portion", "0.4", "--device", "cpu"],
+        ["train", "synth/mix", *overrides(data_root, base / "ddp_mix", *mixing), "--device", "cpu"],
     ])
-    return {name: base / name for name in (*single, "ddp_frozen", "ddp_frozen_accum", "ddp_batchnorm", "pl_single", "pl_ddp")}
+    names = (*single, "ddp_frozen", "ddp_frozen_accum", "ddp_batchnorm", "pl_single", "pl_ddp", "mix", "ddp_mix")
+    return {name: base / name for name in names}
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(runs: dict[str, Path]) -> None:
@@ -112,6 +116,12 @@ def test_resume_on_another_process_count(runs: dict[str, Path], data_root: Path,
 def test_gradient_accumulation_under_ddp(runs: dict[str, Path]) -> None:
     # 4 images = 2 processes x 2 micro-batches of 1; the first micro-batch runs under no_sync().
     assert max_difference(runs["frozen"], runs["ddp_frozen_accum"]) <= ATOL
+
+
+def test_mixing_host_on_two_processes_equals_one(runs: dict[str, Path]) -> None:
+    # ClassMix and strong augmentation draw per image from its position in the global batch, the
+    # confidence weight is per image, the losses global means: the process count does not matter.
+    assert max_difference(runs["mix"], runs["ddp_mix"]) <= ATOL
 
 
 def test_unsynchronised_batchnorm_differs(runs: dict[str, Path]) -> None:

@@ -28,14 +28,17 @@ def test_class_mix_masks_match_an_independent_computation() -> None:
     labels[0] = 255  # nothing labelled: nothing pasted
     labels[1] = torch.where(labels[1] < 3, labels[1], 255)  # classes 0-2 and ignore
     labels[2] = 5  # one class: pasted whole (half of 1, rounded up)
-    mask = class_mix_masks(labels, 7, step_generator(3, 10, 0, 0))
-    keys = torch.rand(4, 7, generator=step_generator(3, 10, 0, 0)).numpy()
+    mask = class_mix_masks(labels, 7, [step_generator(3, 10, i) for i in range(4)])
+    keys = np.stack([torch.rand(7, generator=step_generator(3, 10, i)).numpy() for i in range(4)])
     for i in range(4):
         present = sorted(set(labels[i].unique().tolist()) - {255})
         chosen = sorted(present, key=lambda c: keys[i, c])[: (len(present) + 1) // 2]
         np.testing.assert_array_equal(mask[i].numpy(), np.isin(labels[i].numpy(), chosen))
     assert not mask[0].any() and mask[2].all()
-    assert not torch.equal(mask, class_mix_masks(labels, 7, step_generator(3, 11, 0, 0)))  # draws move on
+    assert not torch.equal(mask, class_mix_masks(labels, 7, [step_generator(3, 11, i) for i in range(4)]))  # draws move on
+    # an image's draws are its own: two halves of the batch (two processes) give the same masks
+    halves = [class_mix_masks(labels[k::2], 7, [step_generator(3, 10, i) for i in range(k, 4, 2)]) for k in (0, 1)]
+    assert torch.equal(halves[0], mask[0::2]) and torch.equal(halves[1], mask[1::2])
     images = torch.stack([torch.zeros(3, 12, 16), torch.ones(3, 12, 16)] * 2)
     mixed = mix(mask, torch.ones_like(images), torch.zeros_like(images))
     assert torch.equal(mixed, mask.unsqueeze(1).expand_as(mixed).float())
@@ -50,10 +53,12 @@ def test_confident_share_and_strong_augmentation() -> None:
     assert confident_share(confident).tolist() == [0.25, 0.5]
     images = torch.rand(3, 3, 16, 16)
     strong = StrongAugment(0.2, jitter_prob=1.0, blur_prob=1.0)
-    out = strong(images, step_generator(0))
+    generators = lambda: [step_generator(0, i) for i in range(3)]  # noqa: E731
+    out = strong(images, generators())
     assert out.shape == images.shape and 0 <= out.min() and out.max() <= 1 and not torch.equal(out, images)
-    assert torch.equal(out, strong(images, step_generator(0)))  # reproducible from the generator
-    assert torch.equal(StrongAugment(0.2, 0.0, 0.0)(images, step_generator(0)), images)
+    assert torch.equal(out, strong(images, generators()))  # reproducible from the generators
+    assert torch.equal(strong(images[1:], generators()[1:]), out[1:])  # each image its own draws
+    assert torch.equal(StrongAugment(0.2, 0.0, 0.0)(images, generators()), images)
 
 
 @pytest.fixture(scope="module")

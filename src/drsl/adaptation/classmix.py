@@ -1,13 +1,15 @@
 """Cross-domain ClassMix (Olsson et al. 2021, as used by DACS) and the strong photometric
 augmentation of mixed images, on batches already on the training device.
 
-Randomness comes from a generator the caller seeds from (seed, iteration, rank), so a resumed or
-multi-process run mixes exactly as an uninterrupted single process would.
+Randomness comes from one generator per image, which the caller seeds from (seed, iteration, the
+image's position in the global batch), so a resumed or multi-process run mixes exactly as an
+uninterrupted single process would.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,13 +24,13 @@ def step_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
 
 
-def class_mix_masks(labels: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
+def class_mix_masks(labels: Tensor, num_classes: int, generators: Sequence[torch.Generator]) -> Tensor:
     """(B, H, W) bool: the pixels of half the classes (rounded up) each label map holds.
 
-    The classes of image i are drawn at random, per image: each class gets a uniform key from
-    ``generator`` (drawn for all ``num_classes`` whatever is present, so the draw does not depend
-    on the data) and the present classes with the smallest keys are chosen. Ignored pixels are
-    never in the mask. No host synchronisation.
+    The classes of image i are drawn at random: each class gets a uniform key from
+    ``generators[i]`` (drawn for all ``num_classes`` whatever is present, so the draw does not
+    depend on the data) and the present classes with the smallest keys are chosen. Ignored pixels
+    are never in the mask. No host synchronisation.
     """
     batch = labels.shape[0]
     valid = (labels >= 0) & (labels < num_classes)
@@ -36,7 +38,8 @@ def class_mix_masks(labels: Tensor, num_classes: int, generator: torch.Generator
     present = torch.zeros(batch, num_classes + 1, dtype=torch.bool, device=labels.device)
     present.scatter_(1, index, True)
     present = present[:, :num_classes]
-    keys = torch.rand(batch, num_classes, generator=generator).to(labels.device, non_blocking=True)
+    keys = torch.stack([torch.rand(num_classes, generator=g) for g in generators])
+    keys = keys.to(labels.device, non_blocking=True)
     keys = keys.masked_fill(~present, 2.0)  # absent classes sort last
     rank = keys.argsort(dim=1).argsort(dim=1)
     chosen = present & (rank < (present.sum(dim=1, keepdim=True) + 1) // 2)
@@ -59,10 +62,10 @@ class StrongAugment:
         self.blur = v2.GaussianBlur(5, sigma=(0.15, 1.15))
         self.jitter_prob, self.blur_prob = jitter_prob, blur_prob
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        """Augmented copies of ``images`` (B, 3, H, W); every draw comes from ``generator``."""
+    def __call__(self, images: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Augmented copies of ``images`` (B, 3, H, W); image i's draws come from ``generators[i]``."""
         out = []
-        for image in images:
+        for image, generator in zip(images, generators, strict=True):
             draws = torch.rand(3, generator=generator)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(draws[2].item() * 2**31))  # the transforms draw from torch's RNG

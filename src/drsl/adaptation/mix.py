@@ -8,8 +8,8 @@ weight 1 and the target pixels at the teacher's confident share (pixels above
 pasted pixels as source, the confidently labelled target pixels of the mixed image as target (MMDL
 on both, mode alignment between them), and the teacher's labels are fused with its MMDL posterior.
 Rare classes come from the class-balanced source sampler (``data.source_sampling``). The trainer
-owns the loop; the teacher and the mixing draws (from seed, iteration and rank) make it resumable
-and DDP-correct like the other hosts.
+owns the loop; the teacher in the checkpoint and the mixing draws (from seed, iteration and each
+image's position in the global batch) make it resumable and independent of the process count.
 """
 
 from __future__ import annotations
@@ -67,12 +67,15 @@ class MixTrainingModule(SelfTrainingModule):
         """The frozen ImageNet encoder (None without the feature distance)."""
         return self._imagenet[0] if self._imagenet else None
 
-    def _generator(self, iteration: int) -> torch.Generator:
-        """The mixing draws of this (iteration, micro-batch, rank)."""
+    def _generators(self, iteration: int, count: int) -> list[torch.Generator]:
+        """One generator per image of this micro-batch, keyed by the image's position in the
+        global batch: rank r holds positions r, r + world, ... (see ResumableSampler), micro-batch
+        m of it the m-th run of ``count``. So the draws do not depend on the process count."""
         micro = self._micro[1] + 1 if self._micro[0] == iteration else 0
         self._micro = (iteration, micro)
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        return step_generator(self.seed, iteration, micro, rank)
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        return [step_generator(self.seed, iteration, rank + world * (micro * count + i)) for i in range(count)]
 
     def forward(self, batch: dict[str, Any], iteration: int = 0) -> StepOutput:
         """Losses for one (micro-)batch ``{"source": {...}, "target": {...}}``."""
@@ -82,9 +85,9 @@ class MixTrainingModule(SelfTrainingModule):
         predicted, score = self.teacher_predictions(target_images, source_labels.shape[-2:], iteration)
         confident = confident_pixels(score, predicted, self.settings.confidence_threshold)
         weight = confident_share(confident)
-        generator = self._generator(iteration)
-        mask = class_mix_masks(source_labels, self.num_classes, generator)
-        mixed = self.strong(mix(mask, source_images, target_images), generator)
+        generators = self._generators(iteration, source_images.shape[0])
+        mask = class_mix_masks(source_labels, self.num_classes, generators)
+        mixed = self.strong(mix(mask, source_images, target_images), generators)
         mixed_labels = mix(mask, source_labels, predicted.long())
         pixel_weight = torch.where(mask, 1.0, weight.view(-1, 1, 1))
 
