@@ -270,8 +270,6 @@ class PseudoLabelConfig:
     fusion: Literal["none", "agree", "product"] = "agree"
     flip: bool = False
     scales: Scales = field(default_factory=lambda: [1.0])
-    #: Same-size target images labelled together by the pseudo-label pass.
-    batch_size: Count = 4
 
 
 @dataclass

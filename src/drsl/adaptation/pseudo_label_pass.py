@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,13 @@ from drsl.config import Config, EvalConfig
 from drsl.data.base import SegmentationDataset
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import progress as progress_bar
+from drsl.engine.trainer import AMP_DTYPES, autocast, conv_settings
+from drsl.evaluation.evaluate import collate_same_size
 from drsl.evaluation.inference import average_rows, pass_maps, row_bands
 from drsl.fileio import atomic_write_json
 
 #: Upper bound on the float32 buffers of one row band (averaged posteriors and their fusion).
 BAND_BYTES = 128 * 2**20
-_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def weights_digest(parts: Sequence[nn.Module]) -> str:
@@ -73,7 +74,7 @@ def label_batch(
     ``out_size``, on the images' device; fused after test-time averaging, band by band."""
 
     def prob_fn(x: Tensor) -> Tensor:
-        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with autocast(x.device, amp):
             return head_posteriors(segmentor, regularizer, x, fusion)  # type: ignore[arg-type]
 
     maps = pass_maps(prob_fn, images, eval_cfg)
@@ -88,23 +89,27 @@ def label_batch(
     return pred, levels
 
 
-def same_size_batches(
-    dataset: SegmentationDataset, indices: Sequence[int], batch_size: int, num_workers: int,
-) -> Iterator[list[dict[str, Any]]]:
-    """Samples of ``indices`` in order, decoded by ``num_workers`` loader workers (0: in this
-    process) and grouped into lists of at most ``batch_size`` consecutive samples of the same size."""
-    samples: Iterable[dict[str, Any]] = (
-        DataLoader(Subset(dataset, list(indices)), batch_size=None, num_workers=num_workers)
-        if num_workers > 0 else (dataset[index] for index in indices)
+def image_batches(
+    dataset: SegmentationDataset, indices: Sequence[int], config: Config, device: torch.device,
+) -> Iterator[tuple[dict[str, Any], Tensor]]:
+    """``(batch, images)`` for the samples of ``indices`` in order: batches of up to
+    ``eval.batch_size`` same-size samples decoded by ``data.num_workers`` loader workers (see
+    :func:`collate_same_size`; labels uint8), images float [0, 1] on ``device`` in the memory layout
+    of ``train.channels_last``."""
+    loader = DataLoader(
+        Subset(dataset, list(indices)), batch_size=config.eval.batch_size, num_workers=config.data.num_workers,
+        collate_fn=collate_same_size, pin_memory=device.type == "cuda",
     )
-    group: list[dict[str, Any]] = []
-    for sample in samples:
-        if group and (len(group) == batch_size or group[0]["image"].shape != sample["image"].shape):
-            yield group
-            group = []
-        group.append(sample)
-    if group:
-        yield group
+    channels_last = conv_settings(config.train, device)[0]
+    for groups in loader:
+        for batch in groups:
+            images = batch["image"].to(device, non_blocking=True).float().div_(255.0)
+            yield batch, images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def inference_amp(config: Config) -> torch.dtype | None:
+    """The autocast dtype of inference: ``eval.amp`` ("train": as ``train.amp``)."""
+    return AMP_DTYPES.get(config.train.amp if config.eval.amp == "train" else config.eval.amp)
 
 
 @torch.no_grad()
@@ -135,7 +140,8 @@ def generate_pseudo_labels(
     regularizer = module.regularizer if uses_mmdl(fusion, module.regularizer) else None
     parts = [module.segmentor] + ([regularizer] if regularizer is not None else [])
     num_classes = dataset.classes.num_classes
-    fingerprint = pass_fingerprint(parts, dataset, eval_cfg, fusion, num_classes, config.train.amp)
+    amp = inference_amp(config)
+    fingerprint = pass_fingerprint(parts, dataset, eval_cfg, fusion, num_classes, str(amp))
     manifest = complete_set(out_dir, fingerprint, portion)
     if manifest is not None:
         return manifest
@@ -156,17 +162,12 @@ def generate_pseudo_labels(
             todo.append(index)
     was_training = module.training
     module.eval()
-    amp = _AMP.get(config.train.amp)
     bar = progress_bar(total=len(todo), enabled=progress and dist.is_main, desc=f"pseudo-labels r{round_index}")
-    for group in same_size_batches(dataset, todo, settings.batch_size, config.data.num_workers):
-        images = torch.stack([s["image"] for s in group]).to(dist.device, non_blocking=True).float().div_(255.0)
-        if config.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        out_size = group[0]["label"].shape[-2:]
+    for batch, images in image_batches(dataset, todo, config, dist.device):
+        out_size = batch["label"].shape[-2:]
         pred, levels = label_batch(module.segmentor, regularizer, images, out_size, eval_cfg, fusion, num_classes, amp)
-        truth = torch.stack([s["label"] for s in group]) if has_truth else None
-        writer.add([s["name"] for s in group], pred, levels, truth)
-        bar.update(len(group))
+        writer.add(batch["name"], pred, levels, batch["label"] if has_truth else None)
+        bar.update(len(batch["name"]))
     bar.close()
     manifest = writer.finalize(portion)
     module.train(was_training)
@@ -189,11 +190,10 @@ def teacher_quality(
     num_classes = dataset.classes.num_classes
     quality = PseudoLabelQuality(num_classes)
     indices = range(dist.rank, len(dataset), dist.world_size)
-    for group in same_size_batches(dataset, indices, settings.batch_size, config.data.num_workers):
-        images = torch.stack([s["image"] for s in group]).to(dist.device).float().div_(255.0)
-        truth = torch.stack([s["label"] for s in group])
+    for batch, images in image_batches(dataset, indices, config, dist.device):
+        truth = batch["label"]
         predicted, levels = label_batch(
-            segmentor, regularizer, images, truth.shape[-2:], eval_cfg, fusion, num_classes, _AMP.get(config.train.amp)
+            segmentor, regularizer, images, truth.shape[-2:], eval_cfg, fusion, num_classes, inference_amp(config)
         )
         quality.update(keep(predicted, levels).cpu().numpy(), truth.numpy())
     if is_distributed():
