@@ -163,7 +163,12 @@ def continued_config(config: Config, overrides: list[str]) -> Config:
         return config
     recorded.work_dir = config.work_dir
     continued = apply_overrides(recorded, overrides)
-    ignored = sorted(set(config_diff(continued, config)) - {o.split("=", 1)[0].strip() for o in overrides})
+    overridden = {o.split("=", 1)[0].strip() for o in overrides}
+    # A value the given config leaves unset (None: filled in from the class set) is not a change.
+    ignored = sorted(
+        key for key, (_, given) in config_diff(continued, config).items()
+        if given is not None and key not in overridden
+    )
     if ignored:
         log.warning(
             "resuming %s with its recorded config; the given config's other values for %s are ignored",
