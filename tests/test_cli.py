@@ -101,3 +101,13 @@ def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixtu
 def test_the_command_line_parses_without_importing_torch() -> None:
     probe = "import sys; from drsl.cli import build_parser; build_parser().format_help(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+def test_demo_refuses_a_benchmark_made_with_another_seed(tmp_path, capsys):
+    """The demo never trains on data made with other settings: one line naming --overwrite, exit 2."""
+    data = tmp_path / "demo" / "data"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({"seed": 0, "counts": {"source": 400}}))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "seed 0" in err and "--overwrite" in err and "Traceback" not in err

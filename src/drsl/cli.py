@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
     demo.add_argument("--seed", type=options.seed, default=0, help="seed of the generated data and of every run")
+    demo.add_argument("--overwrite", action="store_true", help="replace a demo folder made with other settings (default: off)")
     for command in (predict, export, report):
         command.add_parser(sub)
     return parser
@@ -295,7 +296,7 @@ def _command_config(args: argparse.Namespace) -> int:
 def _command_demo(args: argparse.Namespace) -> int:
     from drsl.demo import run_demo
 
-    run_demo(Path(args.out), args.seed)
+    run_demo(Path(args.out), args.seed, args.overwrite)
     return 0
 
 

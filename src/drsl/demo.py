@@ -3,12 +3,14 @@ DRSL from that checkpoint, evaluate each, and write a comparison report. No down
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from drsl.config import Config, load_config
 from drsl.configs import resolve_config_path
 from drsl.data.synth import generate_benchmark
+from drsl.errors import RunDirError
 from drsl.training import run_training
 from drsl.viz.report import write_report
 
@@ -34,21 +36,41 @@ DEMO_ITERATIONS = {"source_only": 800, "cbst": 200, "drsl": 200}
 DEMO_IMAGES = {"num_source": 400, "num_target_train": 400, "num_target_val": 100}
 
 
-def run_demo(out: Path, seed: int = 0) -> dict[str, float]:
-    """Run the whole pipeline under ``out``; returns target-val mIoU (19 classes) per method."""
+def _demo_data(data_root: Path, seed: int, overwrite: bool) -> None:
+    """Generate the demo's benchmark, or reuse it when it was made with the same seed and sizes."""
+    manifest = data_root / "manifest.json"
+    if manifest.is_file() and not overwrite:
+        made = json.loads(manifest.read_text())
+        counts = {split.removeprefix("num_"): n for split, n in DEMO_IMAGES.items()}
+        if made.get("seed") != seed or made.get("counts") != counts:
+            raise RunDirError(
+                f"{manifest}: the benchmark there was made with seed {made.get('seed')} and counts "
+                f"{made.get('counts')}, the demo wants seed {seed} and {counts}: pass --overwrite to "
+                "replace the demo folder, or choose another --out"
+            )
+        return
+    generate_benchmark(data_root, seed=seed, workers=2, progress=True, overwrite=overwrite, **DEMO_IMAGES)
+
+
+def run_demo(out: Path, seed: int = 0, overwrite: bool = False) -> dict[str, float]:
+    """Run the whole pipeline under ``out``; returns target-val mIoU (19 classes) per method.
+
+    A finished demo in ``out`` is reused as it is; ``overwrite`` replaces one made otherwise.
+    """
     data_root = out / "data"
-    if not (data_root / "manifest.json").is_file():
-        generate_benchmark(data_root, seed=seed, workers=2, progress=True, **DEMO_IMAGES)
+    _demo_data(data_root, seed, overwrite)
     results: dict[str, float] = {}
     source_dir = out / "source_only"
     iterations = f"train.iterations={DEMO_ITERATIONS['source_only']}"
-    summary = run_training(synth_config("source_only", data_root, source_dir, seed, [iterations]), resume="auto")
+    summary = run_training(
+        synth_config("source_only", data_root, source_dir, seed, [iterations]), resume="auto", overwrite=overwrite
+    )
     results["source_only"] = summary["miou"]["19"]
     init = source_dir / "checkpoints" / "latest.pt"
     for method in ("cbst", "drsl"):
         extra = [f"init_checkpoint={init}", f"train.iterations={DEMO_ITERATIONS[method]}"]
         config = synth_config(method, data_root, out / method, seed, extra)
-        results[method] = run_training(config, resume="auto")["miou"]["19"]
+        results[method] = run_training(config, resume="auto", overwrite=overwrite)["miou"]["19"]
     report = out / "report.html"
     write_report([source_dir, out / "cbst", out / "drsl"], report)
     log.info("report written to %s", report)
