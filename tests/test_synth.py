@@ -13,6 +13,7 @@ from PIL import Image
 from drsl.data.synth import generate_benchmark, render_sample
 from drsl.data.synth.catalogue import CLASS_MODES
 from drsl.data.synth.photos import PHOTO_FILES, data_folder
+from drsl.data.synth.shifts import SHIFTS
 from fixtures import CITYSCAPES19, mapped_values
 
 COUNTS = {"num_source": 4, "num_target_train": 3, "num_target_val": 2}
@@ -21,8 +22,8 @@ VALID_IDS = set(mapped_values(CITYSCAPES19, "cityscapes")) | {0, 1}
 CITYSCAPES_TABLE = CITYSCAPES19.mapping("cityscapes").table()
 
 
-def _generate(root: Path, seed: int, workers: int) -> Path:
-    generate_benchmark(root, seed=seed, workers=workers, **COUNTS, **SIZES)
+def _generate(root: Path, seed: int, workers: int, shift: str = "hard") -> Path:
+    generate_benchmark(root, seed=seed, workers=workers, shift=shift, **COUNTS, **SIZES)
     return root
 
 
@@ -38,6 +39,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "again": _generate(base / "again", seed=0, workers=1),
         "workers": _generate(base / "workers", seed=0, workers=2),
         "other": _generate(base / "other", seed=1, workers=1),
+        "lit": _generate(base / "lit", seed=0, workers=1, shift="lit"),
+        "aligned": _generate(base / "aligned", seed=0, workers=1, shift="aligned"),
+        "aligned_again": _generate(base / "aligned_again", seed=0, workers=2, shift="aligned"),
+        "aligned_other": _generate(base / "aligned_other", seed=1, workers=1, shift="aligned"),
     }
 
 
@@ -117,6 +122,36 @@ def test_modes_are_distinct_and_photos_ship_with_scikit_image() -> None:
         assert len({m.paint.rgb for m in modes}) == len(modes)
     for name in PHOTO_FILES.values():
         assert (data_folder() / name).is_file()
+
+
+def test_aligned_preset_is_deterministic_per_seed_and_recorded(runs: dict[str, Path]) -> None:
+    first, again, other = _files(runs["aligned"]), _files(runs["aligned_again"]), _files(runs["aligned_other"])
+    assert first == again
+    images = [k for k in first if k.endswith(".png")]
+    assert all(first[k] != other[k] for k in images)
+    hard = _files(runs["a"])
+    targets = [k for k in images if k.startswith("target")]
+    assert all(first[k] != hard[k] for k in targets)  # another camera geometry: other scenes
+    manifest = json.loads((runs["aligned"] / "manifest.json").read_text())
+    assert manifest["shift"] == "aligned" and manifest["shift_summary"] == SHIFTS["aligned"].summary
+    assert manifest["domains"]["source"]["shadows"] is True
+    assert manifest["domains"]["target"]["focal"] == list(SHIFTS["aligned"].target.focal)
+    assert manifest["mode_mix"] == json.loads((runs["a"] / "manifest.json").read_text())["mode_mix"]
+
+
+def test_lit_preset_darkens_only_the_source_with_shadows(runs: dict[str, Path]) -> None:
+    lit, hard = _files(runs["lit"]), _files(runs["a"])
+    assert {k: v for k, v in lit.items() if k.startswith("target")} == {
+        k: v for k, v in hard.items() if k.startswith("target")}
+    assert {k: v for k, v in lit.items() if "labels" in k} == {k: v for k, v in hard.items() if "labels" in k}
+    darker = 0
+    for i in range(4):
+        with Image.open(runs["lit"] / "source" / "images" / f"{i:05d}.png") as a, \
+                Image.open(runs["a"] / "source" / "images" / f"{i:05d}.png") as b:
+            shaded, plain = np.asarray(a).astype(int), np.asarray(b).astype(int)
+        assert (shaded <= plain).all()  # shadows only darken
+        darker += int((shaded < plain).any(axis=2).sum())
+    assert darker > 0
 
 
 def test_hard_preset_renders_exactly_the_original_benchmark() -> None:

@@ -2,12 +2,20 @@
 
 A :class:`Shift` pairs a source domain with a target domain (see :mod:`.domains`); the
 ``--shift`` option of ``drsl data synth`` picks one by name and the manifest records it.
-docs/benchmark.md says what each preset changes and why.
+The presets form a ladder, each removing one cause of confidently wrong source-only
+predictions on the target found in ``hard`` (docs/benchmark.md has the measurements):
+
+- ``hard``: the original benchmark.
+- ``lit``: ``hard``'s target; the simulator source now renders the cast shadows that the
+  target's road shows (GTA5 renders shadows too), so a shadow is no longer an unseen pattern.
+- ``aligned``: ``lit`` with the target camera's geometry overlapping the source's (both are
+  car-mounted cameras, as in GTA5 and Cityscapes), so objects and sky appear at the scales and
+  image positions the source shows; content, mode mixes and the photographic style as in ``hard``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from drsl.config import ConfigError
 
@@ -28,11 +36,19 @@ class Shift:
         return self.source if role == "source" else self.target
 
 
+LIT_SOURCE = replace(SOURCE, shadows=True)
+ALIGNED_TARGET = replace(TARGET, horizon=(0.42, 0.50), focal=(0.66, 0.80), elevation=(1.6, 2.1), roll_deg=1.0,
+                         object_depth=(6.0, 60.0))
+
 SHIFTS: dict[str, Shift] = {
     s.name: s
     for s in (
-        Shift("hard", "the first generated benchmark: unlit flat source; target with another camera geometry, "
-              "cast shadows and fully shifted mode mixes", SOURCE, TARGET),
+        Shift("hard", "the original benchmark: unlit flat source; photographic target with cast shadows, "
+              "another camera geometry (lower, narrower field of view, higher horizon) and shifted mode mixes",
+              SOURCE, TARGET),
+        Shift("lit", "hard's target; the flat source shows cast shadows on the road too", LIT_SOURCE, TARGET),
+        Shift("aligned", "lit, with the target camera's geometry overlapping the source's; content, mode mixes "
+              "and photographic style shifted as in hard", LIT_SOURCE, ALIGNED_TARGET),
     )
 }
 DEFAULT_SHIFT = "hard"
