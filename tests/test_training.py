@@ -95,6 +95,9 @@ def test_adaptation_methods_run_and_log(method: str, data_root: Path, source_che
     assert "train/loss_target" in logged
     if method.startswith("drsl"):
         assert "train/drsl/sma" in logged
+    if config.adapt.host == "online":  # the teacher's labels of target train, measured at the end
+        quality = json.loads((tmp_path / "pseudo_labels" / "teacher" / "quality.json").read_text())
+        assert quality["valid"] > 0 and "class-balanced" in quality["rule"]
 
 
 def _spawn(config: str, args: list[str], resume: bool = False) -> subprocess.Popen:
