@@ -1,6 +1,7 @@
-"""The DAFormer network trained end to end with the packaged DAFormer configs: MiT-B0 from scratch
-on the generated benchmark (fast), and MiT-B5 started from ImageNet files in both published layouts
-(slow: ``-m slow``). Tiny images; the configs' AdamW, schedule and decoder are used as shipped."""
+"""The DAFormer network trained end to end with the packaged DAFormer configs on the generated
+benchmark: MiT-B0 from scratch and, from a SegFormer-layout file, on the mixing host with and
+without DRSL (fast); MiT-B5 from ImageNet files in both published layouts, source-only, mix and
+DRSL-mix (slow: ``-m slow``). Tiny images; the configs' AdamW, schedule and decoder as shipped."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from drsl.configs import resolve_config_path
 from drsl.data.synth import generate_benchmark
 from drsl.training import read_eval, run_training
 from fixtures import run_weights
-from test_mit import hugging_face_file, segformer_file
+from test_mit import B0, hugging_face_file, segformer_file
 
 MIT_B5 = ((64, 128, 320, 512), (3, 6, 40, 3))
 
@@ -26,6 +27,13 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_benchmark(root, seed=0, num_source=4, num_target_train=4, num_target_val=2,
                        source_size=(96, 64), target_size=(96, 64))
     return root
+
+
+@pytest.fixture(scope="module")
+def mit_b0_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "mit_b0.pth"
+    torch.save({k: 0.1 * v for k, v in segformer_file(*B0)[0].items()}, path)
+    return path
 
 
 def overrides(root: Path, work: Path, backbone: str, iterations: int = 2) -> list[str]:
@@ -55,12 +63,30 @@ def test_mit_b0_daformer_trains_from_scratch_on_the_generated_benchmark(synth_ro
     assert "train/loss_source" in (tmp_path / "metrics.jsonl").read_text()
 
 
+@pytest.mark.parametrize("method", ["daformer_mix", "daformer_drsl_mix"])
+def test_mixing_hosts_train_the_daformer_network(method: str, synth_root: Path, mit_b0_file: Path, tmp_path: Path) -> None:
+    config = load_config(
+        resolve_config_path(f"gta5_cityscapes/{method}"),
+        overrides(synth_root, tmp_path, "mit_b0") + [f"model.pretrained={mit_b0_file}", "adapt.drsl.warmup_iters=0"],
+    )
+    assert config.adapt.host == "mix" and config.adapt.mix.fd_weight > 0
+    summary = run_training(config)
+    assert summary["iteration"] == 2 and "19" in read_eval(tmp_path)["miou"]
+    logged = (tmp_path / "metrics.jsonl").read_text()
+    assert "train/loss_target" in logged
+    assert ("train/drsl/sma" in logged) == (method == "daformer_drsl_mix")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["segformer", "hugging_face"])
+@pytest.mark.parametrize(
+    ("method", "layout"),
+    [("daformer_source_only", "segformer"), ("daformer_mix", "hugging_face"), ("daformer_drsl_mix", "segformer")],
+)
 def test_mit_b5_daformer_starts_from_imagenet_files_trains_and_evaluates(
-    layout: str, synth_root: Path, tmp_path: Path
+    method: str, layout: str, synth_root: Path, tmp_path: Path
 ) -> None:
     segformer, where = segformer_file(*MIT_B5)
+    segformer = {k: 0.1 * v for k, v in segformer.items()}
     if layout == "segformer":
         path = tmp_path / "mit_b5.pth"
         torch.save(segformer, path)
@@ -68,14 +94,14 @@ def test_mit_b5_daformer_starts_from_imagenet_files_trains_and_evaluates(
         path = tmp_path / "model.safetensors"
         save_file(hugging_face_file(segformer), str(path))
     config = load_config(
-        resolve_config_path("gta5_cityscapes/daformer_source_only"),
+        resolve_config_path(f"gta5_cityscapes/{method}"),
         overrides(synth_root, tmp_path / "run", "mit_b5")
         + [f"model.pretrained={path}", "optim.warmup_iters=1500"],
     )
     summary = run_training(config)
     assert summary["iteration"] == 2 and "19" in read_eval(tmp_path / "run")["miou"]
     checkpoint = run_weights(tmp_path / "run")
-    # After two AdamW steps at a warm-up LR of 6e-11 the encoder still holds the file's tensors.
+    # After two AdamW steps at a warm-up LR below 1e-7 the encoder still holds the file's tensors.
     for ours, name in list(where.items())[::50]:
         torch.testing.assert_close(checkpoint[f"segmentor.encoder.{ours}"], segformer[name], rtol=0, atol=1e-6)
 
