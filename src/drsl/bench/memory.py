@@ -76,8 +76,9 @@ def random_batch(batch: int, crop: tuple[int, int], num_classes: int) -> dict[st
 
 
 def trace_step(config: Any, crop: tuple[int, int]) -> dict[str, float]:
-    """MiB of live tensors over two training steps at ``crop``: weights and buffers before, the
-    state kept between steps (weights, optimiser state) after, and the peak."""
+    """MiB of live tensors over two training steps at ``crop``: weights and buffers before (EMA
+    teacher and frozen encoders included), the state kept between steps (weights, optimiser
+    state, the batch) after, and the peak."""
     from drsl.engine.distributed import DistInfo
     from drsl.engine.logging import RunLogger
     from drsl.engine.trainer import Trainer
@@ -87,7 +88,9 @@ def trace_step(config: Any, crop: tuple[int, int]) -> dict[str, float]:
     module = build_module(config)
     trainer = Trainer(config, module, DistInfo(device=torch.device("cpu")), RunLogger(tempfile.gettempdir(), enabled=False))
     batch = random_batch(config.data.batch_size, crop, config.model.num_classes)
-    with LiveTensorBytes([*trainer.module.parameters(), *trainer.module.buffers()]) as live:
+    # The mixing host keeps its frozen ImageNet encoder (feature distance) outside the module tree.
+    modules = [trainer.module, *filter(None, [getattr(trainer.module, "imagenet", None)])]
+    with LiveTensorBytes([t for m in modules for t in (*m.parameters(), *m.buffers())]) as live:
         weights = live.current
         for tensor in tree_leaves(batch):
             live.track(tensor)
