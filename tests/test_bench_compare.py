@@ -72,3 +72,17 @@ def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path
     (tmp_path / "manifest.json").write_text('{"shift": "hard"}')
     assert main(["bench", "compare", "--out", str(tmp_path), "--data", str(tmp_path), "--shift", "nope"]) == 2
     assert "unknown shift preset 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("network", ["light", "pretrained"])
+def test_every_variant_has_a_packaged_config_for_every_network(tmp_path, network) -> None:
+    """`--network` picks the config folder; every row of the table resolves in each, with its network."""
+    from drsl.bench.compare import NETWORKS, VARIANTS
+    from drsl.demo import synth_config
+
+    backbone = {"light": "light", "pretrained": "efficientnet_lite0"}[network]
+    for variant in VARIANTS.values():
+        config = synth_config(variant.config, tmp_path / "data", tmp_path / "run", 0, list(variant.overrides),
+                              NETWORKS[network])
+        assert config.model.backbone == backbone, variant.name
+        assert config.data.source.root == str(tmp_path / "data" / ("target" if variant.name == "oracle" else "source"))

@@ -111,3 +111,16 @@ def test_demo_refuses_a_benchmark_made_with_another_seed(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--seed", "3"]) == 2
     err = capsys.readouterr().err
     assert "seed 0" in err and "--overwrite" in err and "Traceback" not in err
+
+
+def test_demo_refuses_a_benchmark_made_with_another_shift(tmp_path, capsys):
+    """A demo folder made with another preset (an old default) is not reused silently."""
+    from drsl.demo import DEMO_IMAGES
+
+    data = tmp_path / "demo" / "data"
+    data.mkdir(parents=True)
+    counts = {split.removeprefix("num_"): n for split, n in DEMO_IMAGES.items()}
+    (data / "manifest.json").write_text(json.dumps({"seed": 0, "counts": counts}))  # no preset recorded: hard
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "shift 'hard'" in err and f"shift '{DEFAULT_SHIFT}'" in err and "Traceback" not in err

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from drsl.bench.compare import DEFAULT_VARIANTS, VARIANTS, Plan
+from drsl.bench.compare import DEFAULT_VARIANTS, NETWORKS, VARIANTS, Plan
 from drsl.commands import bench_speed, export, options, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default: all of {', '.join(VARIANTS)} (KEY=VALUE overrides may follow)",
     )
     compare.add_argument("--quick", action="store_true", help="one seed; source-only, oracle, CBST and DRSL")
+    compare.add_argument("--network", choices=list(NETWORKS), default="light",
+                         help="light: the from-scratch network (synth/* configs); pretrained: ImageNet "
+                         "EfficientNet-Lite0 (synth_pretrained/* configs) (default: light)")
     compare.add_argument(
         "--source-checkpoint",
         help="start every adaptation run from this source-only checkpoint instead of training one "
@@ -271,7 +274,7 @@ def _command_bench(args: argparse.Namespace) -> int:
     shared = Path(args.source_checkpoint) if args.source_checkpoint else None
     if shared is not None and not shared.is_file():
         raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")
-    plan = Plan(Path(args.out), Path(args.data), seeds, variants, overrides, shared, args.shift)
+    plan = Plan(Path(args.out), Path(args.data), seeds, variants, overrides, shared, args.shift, args.network)
     run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
     print((Path(args.out) / "results.md").read_text())
     return 0

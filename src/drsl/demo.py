@@ -1,5 +1,6 @@
-"""The main job on the built-in benchmark: generate it, train source-only, adapt with CBST and
-DRSL from that checkpoint, evaluate each, and write a comparison report. No downloads."""
+"""The main job on the built-in benchmark: generate it (the default shift preset), train
+source-only, adapt from that checkpoint with class-balanced self-training (CBST), the mixing host
+and DRSL in the mixing host, evaluate each, and write a comparison report. No downloads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from drsl.config import Config, load_config
 from drsl.configs import resolve_config_path
 from drsl.data.synth import generate_benchmark
+from drsl.data.synth.shifts import DEFAULT_SHIFT, recorded_shift
 from drsl.errors import RunDirError
 from drsl.training import run_training
 from drsl.viz.report import write_report
@@ -17,9 +19,11 @@ from drsl.viz.report import write_report
 log = logging.getLogger("drsl")
 
 
-def synth_config(name: str, data_root: Path, work_dir: Path, seed: int, extra: list[str] | None = None) -> Config:
-    """A packaged synth config pointed at ``data_root`` and ``work_dir``."""
-    config = load_config(resolve_config_path(f"synth/{name}"), [
+def synth_config(
+    name: str, data_root: Path, work_dir: Path, seed: int, extra: list[str] | None = None, folder: str = "synth"
+) -> Config:
+    """The packaged config ``folder/name`` (a generated-benchmark config) pointed at ``data_root`` and ``work_dir``."""
+    config = load_config(resolve_config_path(f"{folder}/{name}"), [
         f"data.source.root={data_root / ('target' if name == 'oracle' else 'source')}",
         f"data.target.root={data_root / 'target'}",
         f"data.val.root={data_root / 'target'}",
@@ -32,21 +36,25 @@ def synth_config(name: str, data_root: Path, work_dir: Path, seed: int, extra: l
 
 #: Shorter schedules and a smaller benchmark than the packaged configs and `drsl bench compare`,
 #: so the whole demo (install included) stays well inside 15 minutes on 2 CPU cores.
-DEMO_ITERATIONS = {"source_only": 800, "cbst": 200, "drsl": 200}
+#: The adaptation methods, in the report's order: the rounds host (CBST), then the best host
+#: (mixing) without and with the DRSL regulariser (BENCHMARKS.md compares them over 3 seeds).
+DEMO_METHODS = ("cbst", "mix", "drsl_mix")
+DEMO_ITERATIONS = {"source_only": 800, "cbst": 200, "mix": 400, "drsl_mix": 400}
 DEMO_IMAGES = {"num_source": 400, "num_target_train": 400, "num_target_val": 100}
 
 
 def _demo_data(data_root: Path, seed: int, overwrite: bool) -> None:
-    """Generate the demo's benchmark, or reuse it when it was made with the same seed and sizes."""
+    """Generate the demo's benchmark, or reuse it when it was made with the same seed, sizes and shift."""
     manifest = data_root / "manifest.json"
     if manifest.is_file() and not overwrite:
         made = json.loads(manifest.read_text())
         counts = {split.removeprefix("num_"): n for split, n in DEMO_IMAGES.items()}
-        if made.get("seed") != seed or made.get("counts") != counts:
+        if made.get("seed") != seed or made.get("counts") != counts or recorded_shift(made) != DEFAULT_SHIFT:
             raise RunDirError(
-                f"{manifest}: the benchmark there was made with seed {made.get('seed')} and counts "
-                f"{made.get('counts')}, the demo wants seed {seed} and {counts}: pass --overwrite to "
-                "replace the demo folder, or choose another --out"
+                f"{manifest}: the benchmark there was made with seed {made.get('seed')}, counts "
+                f"{made.get('counts')} and shift {recorded_shift(made)!r}, the demo wants seed {seed}, "
+                f"{counts} and shift {DEFAULT_SHIFT!r}: pass --overwrite to replace the demo folder, "
+                "or choose another --out"
             )
         return
     generate_benchmark(data_root, seed=seed, workers=2, progress=True, overwrite=overwrite, **DEMO_IMAGES)
@@ -67,12 +75,12 @@ def run_demo(out: Path, seed: int = 0, overwrite: bool = False) -> dict[str, flo
     )
     results["source_only"] = summary["miou"]["19"]
     init = source_dir / "checkpoints" / "latest.pt"
-    for method in ("cbst", "drsl"):
+    for method in DEMO_METHODS:
         extra = [f"init_checkpoint={init}", f"train.iterations={DEMO_ITERATIONS[method]}"]
         config = synth_config(method, data_root, out / method, seed, extra)
         results[method] = run_training(config, resume="auto", overwrite=overwrite)["miou"]["19"]
     report = out / "report.html"
-    write_report([source_dir, out / "cbst", out / "drsl"], report)
+    write_report([source_dir, *(out / method for method in DEMO_METHODS)], report)
     log.info("report written to %s", report)
     for method, miou in results.items():
         print(f"{method:12s} target-val mIoU(19) = {100 * miou:.1f}%")

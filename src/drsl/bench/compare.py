@@ -51,13 +51,17 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
+#: Folders of packaged configs a comparison can draw its variants from: the light network trained
+#: from scratch, or the ImageNet-pretrained EfficientNet-Lite0 network (BENCHMARKS.md).
+NETWORKS = {"light": "synth", "pretrained": "synth_pretrained"}
 
 
 @dataclass
 class Plan:
     """What to run: variants, seeds, data, output folder, extra overrides for every run,
     optionally an existing source-only checkpoint to adapt from (instead of training one), and
-    optionally the shift preset the data must have (generated with it when missing)."""
+    optionally the shift preset the data must have (generated with it when missing), and the
+    network (a key of :data:`NETWORKS`: which packaged config folder the variants come from)."""
 
     out: Path
     data_root: Path
@@ -66,6 +70,7 @@ class Plan:
     overrides: list[str] = field(default_factory=list)
     source_checkpoint: Path | None = None
     shift: str | None = None
+    network: str = "light"
 
 
 def run_dir(plan: Plan, variant: str, seed: int) -> Path:
@@ -91,7 +96,7 @@ def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
         extra = [*variant.overrides, *plan.overrides]
         if variant.adapts:
             extra.append(f"init_checkpoint={shared_checkpoint(plan)}")
-        config = synth_config(variant.config, plan.data_root, work, seed, extra)
+        config = synth_config(variant.config, plan.data_root, work, seed, extra, NETWORKS[plan.network])
         start = time.perf_counter()
         run_training(config, resume="auto", device="cpu")
         atomic_write_json(timing, {"seconds": time.perf_counter() - start})
@@ -161,11 +166,12 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
-def markdown(table: dict[str, Any], command: str, shift: str) -> str:
+def markdown(table: dict[str, Any], command: str, shift: str, network: str = "light") -> str:
     """The comparison as Markdown: summary, gap closed, pseudo-label quality, per-class IoU."""
     lines = [
         f"Command: `{command}`  ",
-        f"Data: the generated benchmark, shift preset `{shift}`  ",
+        f"Data: the generated benchmark, shift preset `{shift}`; network: {network} "
+        f"(`{NETWORKS[network]}/*` configs)  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}; date {date.today().isoformat()}",
         "",
         "| method | target-val mIoU(19) mean ± std | seeds | per seed | wall time / run (s) |",
@@ -202,18 +208,18 @@ def prepare_data(plan: Plan) -> str:
     """Generate the benchmark if it is missing; return its shift preset (checked against the plan's)."""
     from drsl.data.errors import DataError
     from drsl.data.synth import generate_benchmark
-    from drsl.data.synth.shifts import DEFAULT_SHIFT, get_shift
+    from drsl.data.synth.shifts import DEFAULT_SHIFT, get_shift, recorded_shift
 
     if plan.shift is not None:
         get_shift(plan.shift)
     manifest = plan.data_root / "manifest.json"
     if not manifest.is_file():
         generate_benchmark(plan.data_root, seed=0, workers=2, progress=True, shift=plan.shift or DEFAULT_SHIFT)
-    shift = json.loads(manifest.read_text()).get("shift", "hard")  # manifests before presets: hard
+    shift = recorded_shift(json.loads(manifest.read_text()))
     if plan.shift is not None and shift != plan.shift:
         raise DataError(f"{manifest}: the data has shift {shift!r}, not {plan.shift!r}; "
                         "generate it again or pass another --data")
-    return str(shift)
+    return shift
 
 
 def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
@@ -229,6 +235,7 @@ def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
             records.append(run_one(plan, VARIANTS[name], seed))
     table = aggregate([r for r in records if r["variant"] in plan.variants])
     atomic_write_json(plan.out / "results.json",
-                      {"records": records, "table": table, "command": command, "shift": shift})
-    atomic_write_text(plan.out / "results.md", markdown(table, command, shift))
+                      {"records": records, "table": table, "command": command, "shift": shift,
+                       "network": plan.network})
+    atomic_write_text(plan.out / "results.md", markdown(table, command, shift, plan.network))
     return table

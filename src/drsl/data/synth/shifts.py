@@ -8,7 +8,7 @@ predictions on the target found in ``hard`` (docs/benchmark.md has the measureme
 - ``hard``: the original benchmark.
 - ``lit``: ``hard``'s target; the simulator source now renders the cast shadows that the
   target's road shows (GTA5 renders shadows too), so a shadow is no longer an unseen pattern.
-- ``aligned``: ``lit`` with the target camera's geometry overlapping the source's (both are
+- ``aligned`` (the default): ``lit`` with the target camera's geometry overlapping the source's (both are
   car-mounted cameras, as in GTA5 and Cityscapes), so objects and sky appear at the scales and
   image positions the source shows; content, mode mixes and the photographic style as in ``hard``.
 """
@@ -51,7 +51,7 @@ SHIFTS: dict[str, Shift] = {
               "and photographic style shifted as in hard", LIT_SOURCE, ALIGNED_TARGET),
     )
 }
-DEFAULT_SHIFT = "hard"
+DEFAULT_SHIFT = "aligned"
 
 
 def get_shift(name: str) -> Shift:
@@ -59,3 +59,8 @@ def get_shift(name: str) -> Shift:
     if name not in SHIFTS:
         raise ConfigError(f"unknown shift preset {name!r}; choose from {', '.join(SHIFTS)}")
     return SHIFTS[name]
+
+
+def recorded_shift(manifest: dict) -> str:
+    """The preset a benchmark's manifest records (``hard`` for manifests written before presets)."""
+    return str(manifest.get("shift", "hard"))
