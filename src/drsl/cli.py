@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.add_parser("list", help="list the packaged configs")
     config_sub.add_parser("reference", help="print the Markdown reference of every key")
 
-    demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt with DRSL, evaluate")
+    demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt (CBST, mixing, DRSL-mix), evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
     demo.add_argument("--seed", type=options.seed, default=0, help="seed of the generated data and of every run")
     demo.add_argument("--overwrite", action="store_true", help="replace a demo folder made with other settings (default: off)")
