@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from drsl.bench.compare import DEFAULT_VARIANTS, NETWORKS, VARIANTS, Plan
+from drsl.bench.compare import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS, Plan
 from drsl.commands import bench_speed, export, options, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=options.seed, nargs="+", default=[0, 1, 2], help="one run per seed and variant")
     compare.add_argument(
         "--variants", nargs="+", metavar="VARIANT",
-        help=f"default: all of {', '.join(VARIANTS)} (KEY=VALUE overrides may follow)",
+        help=f"default: {', '.join(DEFAULT_VARIANTS)}; also {', '.join(v for v in VARIANTS if v not in DEFAULT_VARIANTS)} "
+        "(KEY=VALUE overrides may follow)",
     )
-    compare.add_argument("--quick", action="store_true", help="one seed; source-only, oracle, CBST and DRSL")
+    compare.add_argument("--quick", action="store_true", help=f"one seed; {', '.join(QUICK_VARIANTS)}")
     compare.add_argument("--network", choices=list(NETWORKS), default="light",
                          help="light: the from-scratch network (synth/* configs); pretrained: ImageNet "
                          "EfficientNet-Lite0 (synth_pretrained/* configs) (default: light)")
@@ -270,7 +271,7 @@ def _command_bench(args: argparse.Namespace) -> int:
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    variants = chosen or (["source_only", "oracle", "cbst", "drsl"] if args.quick else list(DEFAULT_VARIANTS))
+    variants = chosen or list(QUICK_VARIANTS if args.quick else DEFAULT_VARIANTS)
     shared = Path(args.source_checkpoint) if args.source_checkpoint else None
     if shared is not None and not shared.is_file():
         raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")

@@ -50,7 +50,13 @@ VARIANTS: dict[str, Variant] = {
         Variant("drsl_mix_no_mmdl", "drsl_mix", ("adapt.drsl.lambda_mm=0",)),
     )
 }
-DEFAULT_VARIANTS = tuple(VARIANTS)
+#: The comparison `drsl bench compare` runs by default: baselines, both hosts with and without the
+#: regulariser, and the regulariser's ablations on the mixing host (the best host, BENCHMARKS.md);
+#: the rounds host's ablations run when named.
+DEFAULT_VARIANTS = ("source_only", "oracle", "cbst", "drsl", "mix", "drsl_mix", "drsl_mix_fusion",
+                    "drsl_mix_no_sma", "drsl_mix_no_mmdl")
+#: ``--quick``: one seed of the baselines, CBST and the mixing host with and without the regulariser.
+QUICK_VARIANTS = ("source_only", "oracle", "cbst", "mix", "drsl_mix")
 #: Folders of packaged configs a comparison can draw its variants from: the light network trained
 #: from scratch, or the ImageNet-pretrained EfficientNet-Lite0 network (BENCHMARKS.md).
 NETWORKS = {"light": "synth", "pretrained": "synth_pretrained"}
