@@ -192,6 +192,17 @@ def write_cityscapes(
     return out
 
 
+def write_uda_root(root: str | Path, *, source: int, target_train: int, size: tuple[int, int]) -> Path:
+    """A GTA5 source (``source`` images) under ``root/src`` and a Cityscapes target under
+    ``root/tgt``: ``target_train`` images per city in train (0: no train split), one per city in val."""
+    root = Path(root)
+    write_gta5(root / "src", n=source, size=size)
+    if target_train:
+        write_cityscapes(root / "tgt", "train", per_city=target_train, size=size)
+    write_cityscapes(root / "tgt", "val", per_city=1, size=size)
+    return root
+
+
 def write_folder(
     root: str | Path,
     n: int = 3,

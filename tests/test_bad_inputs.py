@@ -17,7 +17,7 @@ from drsl.cli import main
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
 from drsl.training import run_training
-from fixtures import truncate, write_cityscapes, write_gta5
+from fixtures import truncate, write_cityscapes, write_gta5, write_uda_root
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -27,10 +27,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("bad")
-    write_gta5(root / "src", n=4, size=(40, 40))
-    write_cityscapes(root / "tgt", "val", per_city=1, size=(40, 40))
-    return root
+    return write_uda_root(tmp_path_factory.mktemp("bad"), source=4, target_train=0, size=(40, 40))
 
 
 def base(root: Path, work: Path) -> list[str]:

@@ -17,7 +17,7 @@ from drsl.configs import resolve_config_path
 from drsl.engine import logging as run_logging
 from drsl.engine.logging import RunLogger, progress
 from drsl.training import run_training
-from fixtures import write_cityscapes, write_gta5
+from fixtures import write_uda_root
 
 
 def test_without_a_terminal_progress_is_status_lines(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,8 +75,7 @@ def fake_wandb(monkeypatch: pytest.MonkeyPatch) -> list[FakeRun]:
 
 
 def tiny_config(root: Path, work: Path, *extra: str) -> Any:
-    write_gta5(root / "src", n=2, size=(24, 32))
-    write_cityscapes(root / "tgt", "val", per_city=1, size=(24, 32))
+    write_uda_root(root, source=2, target_train=0, size=(24, 32))
     return load_config(resolve_config_path("synth/source_only"), [
         f"data.source.root={root}/src", f"data.val.root={root}/tgt", "data.target=null", "data.batch_size=2",
         "data.num_workers=0", "train.iterations=2", "train.log_every=1", "train.checkpoint_every=0",

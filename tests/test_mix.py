@@ -17,7 +17,7 @@ from drsl.configs import resolve_config_path
 from drsl.data.classes import bind_class_set
 from drsl.models.segmentor import build_segmentor
 from drsl.training import build_module, read_eval, run_training
-from fixtures import run_weights, write_cityscapes, write_gta5
+from fixtures import run_weights, write_uda_root
 
 SIZE = (40, 56)
 
@@ -63,11 +63,7 @@ def test_confident_share_and_strong_augmentation() -> None:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_gta5(root / "src", n=6, size=SIZE)
-    write_cityscapes(root / "tgt", "train", per_city=3, size=SIZE)
-    write_cityscapes(root / "tgt", "val", per_city=1, size=SIZE)
-    return root
+    return write_uda_root(tmp_path_factory.mktemp("data"), source=6, target_train=3, size=SIZE)
 
 
 def overrides(root: Path, work_dir: Path, iterations: int = 4, *extra: str) -> list[str]:

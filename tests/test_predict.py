@@ -14,7 +14,7 @@ from drsl.commands import export, predict
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
 from drsl.training import run_training
-from fixtures import CITYSCAPES19, random_image, save_image, write_cityscapes, write_gta5
+from fixtures import CITYSCAPES19, random_image, save_image, write_uda_root
 
 SIZE = (40, 56)
 KINDS = ("labels", "color", "overlay", "confidence")
@@ -22,9 +22,7 @@ KINDS = ("labels", "color", "overlay", "confidence")
 
 def train_tiny_runs(root: Path) -> dict[str, Path]:
     """Fixture data under ``root`` and two 2-iteration run directories: source_only and drsl."""
-    write_gta5(root / "src", n=4, size=SIZE)
-    write_cityscapes(root / "tgt", "train", per_city=2, size=SIZE)
-    write_cityscapes(root / "tgt", "val", per_city=1, size=SIZE)
+    write_uda_root(root, source=4, target_train=2, size=SIZE)
     common = [
         f"data.source.root={root}/src", f"data.target.root={root}/tgt", f"data.val.root={root}/tgt",
         "data.batch_size=2", "data.num_workers=0", "train.iterations=2", "train.checkpoint_every=2",

@@ -17,15 +17,12 @@ from drsl.data.synth import generate_benchmark
 from drsl.engine.run_lock import RunLock
 from drsl.errors import RunDirError
 from drsl.training import run_training
-from fixtures import write_cityscapes, write_gta5
+from fixtures import write_uda_root
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("owned")
-    write_gta5(root / "src", n=4, size=(40, 40))
-    write_cityscapes(root / "tgt", "val", per_city=1, size=(40, 40))
-    return root
+    return write_uda_root(tmp_path_factory.mktemp("owned"), source=4, target_train=0, size=(40, 40))
 
 
 def args(root: Path, work: Path, iterations: int = 2) -> list[str]:

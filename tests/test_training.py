@@ -17,18 +17,14 @@ import torch
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
 from drsl.training import read_eval, run_training
-from fixtures import run_weights, write_cityscapes, write_gta5
+from fixtures import run_weights, write_uda_root
 
 SIZE = (40, 56)
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_gta5(root / "src", n=8, size=SIZE)
-    write_cityscapes(root / "tgt", "train", per_city=6, size=SIZE)
-    write_cityscapes(root / "tgt", "val", per_city=1, size=SIZE)
-    return root
+    return write_uda_root(tmp_path_factory.mktemp("data"), source=8, target_train=6, size=SIZE)
 
 
 def overrides(root: Path, work_dir: Path, iterations: int = 6, every: int = 2) -> list[str]:
