@@ -147,3 +147,22 @@ def test_feature_distance_against_an_independent_computation(data_root: Path, im
     assert module.feature_distance(moved, images, cars).item() == pytest.approx(expected.item(), rel=1e-5)
     roads = torch.zeros(2, 32, 32, dtype=torch.long)
     assert module.feature_distance(moved, images, roads).item() == 0.0  # not an fd class
+
+
+def test_the_regulariser_reads_confident_or_all_target_pixels(data_root: Path, tmp_path: Path) -> None:
+    """No pixel of an untrained teacher passes a threshold near 1: with ``drsl_target=confident``
+    the regulariser reads the source and pasted pixels only; with ``all`` the rest of the mixed
+    crop too."""
+    torch.manual_seed(0)
+    source = {"image": torch.rand(2, 3, 32, 32), "label": torch.randint(0, 19, (2, 32, 32))}
+    batch = {"source": source, "target": {"image": torch.rand(2, 3, 32, 32)}}
+    counts = {}
+    for read in ("confident", "all"):
+        config = load_config(resolve_config_path("synth/drsl_mix"), overrides(
+            data_root, tmp_path, 2, "adapt.mix.confidence_threshold=0.999999", f"adapt.mix.drsl_target={read}",
+            "adapt.drsl.grid_stride=1",
+        ))
+        torch.manual_seed(1)
+        module = build_module(config).train()
+        counts[read] = int(module(batch, iteration=5).logs["drsl/labelled_pixels"])
+    assert counts["all"] > counts["confident"] > 0

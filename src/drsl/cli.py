@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--quick", action="store_true", help=f"one seed; {', '.join(QUICK_VARIANTS)}")
     compare.add_argument("--network", choices=list(NETWORKS), default="light",
                          help="light: the from-scratch network (synth/* configs); pretrained: ImageNet "
-                         "EfficientNet-Lite0 (synth_pretrained/* configs) (default: light)")
+                         "EfficientNet-Lite0 (synth_pretrained/* configs)")
     compare.add_argument(
         "--source-checkpoint",
         help="start every adaptation run from this source-only checkpoint instead of training one "

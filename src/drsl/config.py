@@ -320,6 +320,9 @@ class MixConfig:
     #: ImageNet weights (model.pretrained), on source pixels of ``fd_classes``.
     fd_weight: NonNegative = 0.0
     fd_classes: list[NonNegativeInt] = field(default_factory=lambda: [6, 7, 11, 12, 13, 14, 15, 16, 17, 18])
+    #: The target pixels of the mixed crop that the DRSL regulariser reads (MMDL and mode
+    #: alignment): those above ``confidence_threshold`` or every pixel the teacher labels.
+    drsl_target: Literal["confident", "all"] = "confident"
 
 
 @dataclass

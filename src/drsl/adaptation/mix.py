@@ -5,8 +5,9 @@ the pixels of half the classes of each source crop onto its target crop; the mix
 strongly augmented; the student learns the source labels and the mixed labels, the pasted pixels at
 weight 1 and the target pixels at the teacher's confident share (pixels above
 ``adapt.mix.confidence_threshold``). With DRSL, the regulariser sees the source crops and the
-pasted pixels as source, the confidently labelled target pixels of the mixed image as target (MMDL
-on both, mode alignment between them), and the teacher's labels are fused with its MMDL posterior.
+pasted pixels as source, the confidently labelled target pixels of the mixed image (or all of them:
+``adapt.mix.drsl_target``) as target (MMDL on both, mode alignment between them), and the teacher's
+labels are optionally fused with its MMDL posterior.
 Rare classes come from the class-balanced source sampler (``data.source_sampling``). The trainer
 owns the loop; the teacher in the checkpoint and the mixing draws (from seed, iteration and each
 image's position in the global batch) make it resumable and independent of the process count.
@@ -104,7 +105,8 @@ class MixTrainingModule(SelfTrainingModule):
             "mixed_share": mask.float().mean(),
         }
         if self.regularizer is not None:
-            target_part = torch.where(~mask & confident, predicted.long(), IGNORE_INDEX)
+            read = confident if self.settings.drsl_target == "confident" else torch.ones_like(confident)
+            target_part = torch.where(~mask & read, predicted.long(), IGNORE_INDEX)
             pasted = torch.where(mask, source_labels, IGNORE_INDEX)
             reg_loss, reg_logs = self.regularizer(
                 features, torch.cat([source_labels, pasted]), features[n:], target_part, step=iteration
