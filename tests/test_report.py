@@ -11,7 +11,7 @@ import pytest
 
 from drsl.commands import report
 from drsl.viz.report import write_report
-from drsl.viz.runs import load_run
+from drsl.viz.runs import RunData, load_run
 from fixtures import CITYSCAPES19
 from test_predict import train_tiny_runs
 
@@ -83,3 +83,16 @@ def test_one_run_report_lands_in_its_folder_with_one_chart_per_loss(runs: dict[s
     assert titles == ["source segmentation loss (cross-entropy)", "target pseudo-label loss (cross-entropy)",
                       "DRSL: MMDL loss", "DRSL: mode alignment (SMA) loss"]
     assert "started from" in html and "source_only" in html
+
+
+@pytest.mark.parametrize(("adapt", "label"), [
+    ({"method": "source_only", "host": "rounds"}, "source-only"),
+    ({"method": "cbst", "host": "rounds"}, "CBST"),
+    ({"method": "drsl", "host": "online"}, "DRSL (online)"),
+    ({"method": "cbst", "host": "mix"}, "mix"),
+    ({"method": "drsl", "host": "mix"}, "DRSL (mix)"),
+    ({}, "unknown"),
+])
+def test_method_labels_name_the_host(adapt: dict[str, str], label: str) -> None:
+    run = RunData(Path("run"), {"adapt": adapt}, None, [], [], [], CITYSCAPES19)
+    assert run.method == label

@@ -58,13 +58,16 @@ class RunData:
 
     @property
     def method(self) -> str:
-        """Readable method name, e.g. "DRSL (online)"."""
+        """Readable method name: "source-only", "CBST", "DRSL", "DRSL (online)", "mix" (the
+        mixing host without the regulariser), "DRSL (mix)"."""
         adapt = self.config.get("adapt") or {}
-        method = adapt.get("method")
+        method, host = adapt.get("method"), adapt.get("host")
         if method is None:
             return "unknown"
         label = METHOD_NAMES.get(method, method)
-        return f"{label} (online)" if method != "source_only" and adapt.get("host") == "online" else label
+        if method == "source_only" or host not in ("online", "mix"):
+            return label
+        return "mix" if (method, host) == ("cbst", "mix") else f"{label} ({host})"
 
     @property
     def iterations(self) -> int | None:
