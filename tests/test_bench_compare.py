@@ -51,9 +51,9 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
     assert main(["train", "synth/source_only", f"data.source.root={data}/source", f"data.val.root={data}/target",
                  "train.iterations=2", "--work-dir", str(source), *tiny]) == 0
     out = tmp_path / "compare"
-    code = main(["bench", "compare", "--out", str(out), "--data", str(data), "--seeds", "0",
+    code = main(["bench", "compare", "--out", str(out), "--data", str(data), "--variants", "cbst",
                  "--source-checkpoint", str(source / "checkpoints" / "latest.pt"),
-                 "--variants", "cbst", "train.iterations=3", "adapt.rounds=1", *tiny])
+                 "--seeds", "0", "train.iterations=3", "adapt.rounds=1", *tiny])  # overrides after --seeds
     assert code == 0
     assert not (out / "runs" / "source_only").exists()
     results = json.loads((out / "results.json").read_text())
@@ -69,6 +69,8 @@ def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path
     assert "unknown variant(s) ['drsl_bogus']" in capsys.readouterr().err
     assert main(["bench", "compare", "--out", str(tmp_path), "--source-checkpoint", str(tmp_path / "no.pt")]) == 2
     assert "no.pt is not a file" in capsys.readouterr().err
+    assert main(["bench", "compare", "--out", str(tmp_path), "--seeds", "train.iterations=3"]) == 2
+    assert "--seeds names no seed" in capsys.readouterr().err
     (tmp_path / "manifest.json").write_text('{"shift": "hard"}')
     assert main(["bench", "compare", "--out", str(tmp_path), "--data", str(tmp_path), "--shift", "nope"]) == 2
     assert "unknown shift preset 'nope'" in capsys.readouterr().err

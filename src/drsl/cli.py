@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data", default="data/synth", help="generated benchmark root (made if missing)")
     compare.add_argument("--shift", help=f"shift preset of the data ({', '.join(SHIFTS)}): generated with it if "
                          f"missing (default {DEFAULT_SHIFT}), checked against its manifest if present")
-    compare.add_argument("--seeds", type=options.seed, nargs="+", default=[0, 1, 2], help="one run per seed and variant")
+    compare.add_argument("--seeds", type=options.or_override(options.seed), nargs="+", default=[0, 1, 2],
+                         help="one run per seed and variant (KEY=VALUE overrides may follow)")
     compare.add_argument(
         "--variants", nargs="+", metavar="VARIANT",
         help=f"default: {', '.join(DEFAULT_VARIANTS)}; also {', '.join(v for v in VARIANTS if v not in DEFAULT_VARIANTS)} "
@@ -264,9 +265,13 @@ def _command_bench(args: argparse.Namespace) -> int:
         return bench_speed.run(args)
     from drsl.bench.compare import run_comparison
 
-    seeds = args.seeds[:1] if args.quick else args.seeds
+    typed = [v for v in args.seeds if isinstance(v, str)]  # overrides typed after --seeds
+    seeds = [v for v in args.seeds if not isinstance(v, str)]
+    if not seeds:
+        raise ConfigError("--seeds names no seed (only KEY=VALUE overrides follow it)")
+    seeds = seeds[:1] if args.quick else seeds
     named = args.variants or []
-    overrides = list(args.overrides) + [v for v in named if "=" in v]  # overrides typed after --variants
+    overrides = list(args.overrides) + typed + [v for v in named if "=" in v]  # overrides typed after --variants
     chosen = [v for v in named if "=" not in v]
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:

@@ -32,6 +32,17 @@ def bounded(annotation: Any) -> Callable[[str], Any]:
     return parse
 
 
+def or_override(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, but a ``KEY=VALUE`` token passes through as text: the config overrides that
+    follow an option taking several values (``--seeds 0 1 train.iterations=100``)."""
+
+    def parse_or_pass(text: str) -> Any:
+        return text if "=" in text else parse(text)
+
+    parse_or_pass.__name__ = parse.__name__
+    return parse_or_pass
+
+
 count = bounded(Count)
 non_negative_int = bounded(NonNegativeInt)
 seed = bounded(Seed)
