@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from drsl.bench.compare import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS, Plan
 from drsl.commands import bench_speed, export, options, predict, report
@@ -260,19 +261,23 @@ def _command_pseudo_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_overrides(values: list[Any]) -> tuple[list[Any], list[str]]:
+    """The values of an option taking several, and the KEY=VALUE overrides typed after them."""
+    overrides = [v for v in values if isinstance(v, str) and "=" in v]
+    return [v for v in values if v not in overrides], overrides
+
+
 def _command_bench(args: argparse.Namespace) -> int:
     if args.bench_command != "compare":
         return bench_speed.run(args)
     from drsl.bench.compare import run_comparison
 
-    typed = [v for v in args.seeds if isinstance(v, str)]  # overrides typed after --seeds
-    seeds = [v for v in args.seeds if not isinstance(v, str)]
+    seeds, after_seeds = _split_overrides(args.seeds)
     if not seeds:
         raise ConfigError("--seeds names no seed (only KEY=VALUE overrides follow it)")
     seeds = seeds[:1] if args.quick else seeds
-    named = args.variants or []
-    overrides = list(args.overrides) + typed + [v for v in named if "=" in v]  # overrides typed after --variants
-    chosen = [v for v in named if "=" not in v]
+    chosen, after_variants = _split_overrides(args.variants or [])
+    overrides = [*args.overrides, *after_seeds, *after_variants]
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")

@@ -105,8 +105,8 @@ class MixTrainingModule(SelfTrainingModule):
             "mixed_share": mask.float().mean(),
         }
         if self.regularizer is not None:
-            read = confident if self.settings.drsl_target == "confident" else torch.ones_like(confident)
-            target_part = torch.where(~mask & read, predicted.long(), IGNORE_INDEX)
+            read = ~mask & confident if self.settings.drsl_target == "confident" else ~mask
+            target_part = torch.where(read, predicted.long(), IGNORE_INDEX)
             pasted = torch.where(mask, source_labels, IGNORE_INDEX)
             reg_loss, reg_logs = self.regularizer(
                 features, torch.cat([source_labels, pasted]), features[n:], target_part, step=iteration
