@@ -382,7 +382,9 @@ def _distributed_worker(rank: int, port: int, out_dir: str, probs: np.ndarray) -
         timeout=datetime.timedelta(seconds=60),
     )
     try:
-        writer = PseudoLabelWriter(out_dir, 4, "fp")
+        writer = PseudoLabelWriter(out_dir, 4, "fp") if rank == 0 else None
+        dist.barrier()  # rank 0 claims the folder first, as the pseudo-label pass does
+        writer = writer or PseudoLabelWriter(out_dir, 4, "fp")
         for i in range(rank, len(probs), 2):
             writer.add([f"img{i}"], *maps_of(probs[i]))
         writer.finalize(0.4)

@@ -50,7 +50,7 @@ from drsl.adaptation.pseudo_labels.histogram import (
 )
 from drsl.adaptation.pseudo_labels.quality import histogram_quality
 from drsl.data.labels import IGNORE_INDEX
-from drsl.fileio import atomic_write_bytes, atomic_write_json
+from drsl.fileio import atomic_write_bytes, atomic_write_json, remove_temporary_files
 
 RUN_FILE = "run.json"
 MANIFEST = "manifest.json"
@@ -126,12 +126,6 @@ def _created() -> str:
     """UTC creation time; SOURCE_DATE_EPOCH (reproducible builds) fixes it for identical output."""
     stamp = float(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
-
-
-def _remove_temporaries(folder: Path) -> None:
-    """Delete temporary files an atomic write left behind when a process was killed."""
-    for path in folder.rglob(".*.tmp"):
-        path.unlink(missing_ok=True)
 
 
 def map_paths(out_dir: str | Path, name: str) -> tuple[Path, Path]:
@@ -327,11 +321,11 @@ class PseudoLabelWriter:
         distributed = is_distributed()
         lead = not distributed or dist.get_rank() == 0
         self._flush()
-        if lead:
-            for folder in (PRED_DIR, SCORE_DIR):
-                _remove_temporaries(self.out_dir / folder)
         for histogram in (self.histogram, self.labelled, self.correct):
-            histogram.all_reduce()
+            histogram.all_reduce()  # also the point after which no rank writes maps any more
+        if lead:  # what a killed pass left; never earlier, when another rank's writes are in flight
+            for folder in (PRED_DIR, SCORE_DIR):
+                remove_temporary_files(self.out_dir / folder)
         names = sorted(self._names)
         flags = torch.tensor([int(self.truth_pixels), int(self.has_truth)], dtype=torch.int64)
         if distributed:
