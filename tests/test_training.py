@@ -123,8 +123,10 @@ def _kill_and_resume(config: str, args: list[str], work: Path, ready: callable) 
 
 
 def test_kill_during_training_resumes_identically(data_root: Path, source_checkpoint: Path, tmp_path: Path) -> None:
-    args = overrides(data_root, tmp_path / "x", iterations=40, every=4) + [f"init_checkpoint={source_checkpoint}"]
-    reference = load_config(resolve_config_path("synth/drsl"), overrides(data_root, tmp_path / "ref", 40, 4) + [f"init_checkpoint={source_checkpoint}"])
+    # with the fusion filter: its MMDL posterior must also come back identically after the kill
+    extra = [f"init_checkpoint={source_checkpoint}", "adapt.pseudo_label.fusion=agree"]
+    args = overrides(data_root, tmp_path / "x", iterations=40, every=4) + extra
+    reference = load_config(resolve_config_path("synth/drsl"), overrides(data_root, tmp_path / "ref", 40, 4) + extra)
     run_training(reference)
     work = tmp_path / "x"
     _kill_and_resume("synth/drsl", args, work, lambda: (work / "checkpoints" / "iter_8.pt").is_file())

@@ -39,11 +39,11 @@ VARIANTS: dict[str, Variant] = {
         Variant("cbst", "cbst"),
         Variant("drsl", "drsl"),
         Variant("drsl_no_sma", "drsl", ("adapt.drsl.sma=false",)),
-        Variant("drsl_no_fusion", "drsl", ("adapt.pseudo_label.fusion=none",)),
+        # Both DRSL hosts use the labels as they are; the paper's fusion filter is the variant.
+        Variant("drsl_fusion", "drsl", ("adapt.pseudo_label.fusion=agree",)),
         Variant("drsl_k1", "drsl", ("adapt.drsl.num_modes=1",)),
         Variant("drsl_k5", "drsl", ("adapt.drsl.num_modes=5",)),
         Variant("mix", "mix"),
-        # DRSL-mix uses the teacher's labels as they are; the paper's fusion filter is the variant.
         Variant("drsl_mix", "drsl_mix"),
         Variant("drsl_mix_fusion", "drsl_mix", ("adapt.pseudo_label.fusion=agree",)),
         Variant("drsl_mix_no_sma", "drsl_mix", ("adapt.drsl.sma=false",)),
