@@ -17,7 +17,7 @@ from drsl.cli import main
 from drsl.config import load_config
 from drsl.configs import resolve_config_path
 from drsl.training import run_training
-from fixtures import truncate, write_cityscapes, write_gta5, write_uda_root
+from fixtures import truncate, write_gta5, write_uda_root
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

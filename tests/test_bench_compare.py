@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from drsl.bench.compare import aggregate, markdown
-from drsl.cli import main
+from drsl.cli import main, parse_args
 from fixtures import CITYSCAPES19, write_cityscapes, write_gta5
 
 
@@ -64,13 +64,22 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
     assert "| cbst |" in (out / "results.md").read_text()
 
 
+def test_overrides_may_follow_the_options_that_take_several_values() -> None:
+    args = parse_args(["bench", "compare", "a.b=1", "--variants", "cbst", "mix", "train.iterations=3",
+                       "--seeds", "4", "5", "adapt.rounds=1", "--quick", "c=[1,2]"])
+    assert args.variants == ["cbst", "mix"] and args.seeds == [4, 5]
+    assert args.overrides == ["a.b=1", "train.iterations=3", "adapt.rounds=1", "c=[1,2]"]  # as typed
+    assert parse_args(["bench", "compare"]).seeds == [0, 1, 2]
+
+
 def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", "compare", "--out", str(tmp_path), "--variants", "drsl_bogus"]) == 2
     assert "unknown variant(s) ['drsl_bogus']" in capsys.readouterr().err
     assert main(["bench", "compare", "--out", str(tmp_path), "--source-checkpoint", str(tmp_path / "no.pt")]) == 2
     assert "no.pt is not a file" in capsys.readouterr().err
-    assert main(["bench", "compare", "--out", str(tmp_path), "--seeds", "train.iterations=3"]) == 2
-    assert "--seeds names no seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "compare", "--out", str(tmp_path), "--seeds", "train.iterations=3"])
+    assert "argument --seeds: names no value" in capsys.readouterr().err
     (tmp_path / "manifest.json").write_text('{"shift": "hard"}')
     assert main(["bench", "compare", "--out", str(tmp_path), "--data", str(tmp_path), "--shift", "nope"]) == 2
     assert "unknown shift preset 'nope'" in capsys.readouterr().err

@@ -38,7 +38,6 @@ from drsl.adaptation.pseudo_labels import (
 )
 from drsl.config import PseudoLabelConfig
 from fixtures import CITYSCAPES19
-from fixtures import CITYSCAPES19
 
 
 def brute_thresholds(levels: np.ndarray, pred: np.ndarray, num_classes: int, permille: int):

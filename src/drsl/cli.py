@@ -14,7 +14,6 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from drsl.bench.compare import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS, Plan
 from drsl.commands import bench_speed, export, options, predict, report
@@ -136,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data", default="data/synth", help="generated benchmark root (made if missing)")
     compare.add_argument("--shift", help=f"shift preset of the data ({', '.join(SHIFTS)}): generated with it if "
                          f"missing (default {DEFAULT_SHIFT}), checked against its manifest if present")
-    compare.add_argument("--seeds", type=options.or_override(options.seed), nargs="+", default=[0, 1, 2],
+    compare.add_argument("--seeds", action=options.ValuesThenOverrides, parse=options.seed, default=[0, 1, 2],
                          help="one run per seed and variant (KEY=VALUE overrides may follow)")
     compare.add_argument(
-        "--variants", nargs="+", metavar="VARIANT",
+        "--variants", action=options.ValuesThenOverrides, metavar="VARIANT",
         help=f"default: {', '.join(DEFAULT_VARIANTS)}; also {', '.join(v for v in VARIANTS if v not in DEFAULT_VARIANTS)} "
         "(KEY=VALUE overrides may follow)",
     )
@@ -261,23 +260,13 @@ def _command_pseudo_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_overrides(values: list[Any]) -> tuple[list[Any], list[str]]:
-    """The values of an option taking several, and the KEY=VALUE overrides typed after them."""
-    overrides = [v for v in values if isinstance(v, str) and "=" in v]
-    return [v for v in values if v not in overrides], overrides
-
-
 def _command_bench(args: argparse.Namespace) -> int:
     if args.bench_command != "compare":
         return bench_speed.run(args)
     from drsl.bench.compare import run_comparison
 
-    seeds, after_seeds = _split_overrides(args.seeds)
-    if not seeds:
-        raise ConfigError("--seeds names no seed (only KEY=VALUE overrides follow it)")
-    seeds = seeds[:1] if args.quick else seeds
-    chosen, after_variants = _split_overrides(args.variants or [])
-    overrides = [*args.overrides, *after_seeds, *after_variants]
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    chosen = args.variants or []
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
@@ -285,7 +274,7 @@ def _command_bench(args: argparse.Namespace) -> int:
     shared = Path(args.source_checkpoint) if args.source_checkpoint else None
     if shared is not None and not shared.is_file():
         raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")
-    plan = Plan(Path(args.out), Path(args.data), seeds, variants, overrides, shared, args.shift, args.network)
+    plan = Plan(Path(args.out), Path(args.data), seeds, variants, args.overrides, shared, args.shift, args.network)
     run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
     print((Path(args.out) / "results.md").read_text())
     return 0
@@ -329,9 +318,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The parsed command line; KEY=VALUE overrides may also follow options."""
+    """The parsed command line; KEY=VALUE overrides may also follow options, and the values of
+    the options that take several (:class:`~drsl.commands.options.ValuesThenOverrides`)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    trailing = vars(args).pop("trailing_overrides", [])
+    if trailing:
+        args.overrides = [*args.overrides, *trailing]
     if extra:
         if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

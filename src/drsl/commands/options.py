@@ -32,15 +32,26 @@ def bounded(annotation: Any) -> Callable[[str], Any]:
     return parse
 
 
-def or_override(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """``parse``, but a ``KEY=VALUE`` token passes through as text: the config overrides that
-    follow an option taking several values (``--seeds 0 1 train.iterations=100``)."""
+class ValuesThenOverrides(argparse.Action):
+    """An option taking several values that ``KEY=VALUE`` config overrides may follow
+    (``--seeds 0 1 train.iterations=100``): the values are parsed with ``parse``, the overrides
+    kept in ``trailing_overrides`` for :func:`drsl.cli.parse_args` to add to the command's own."""
 
-    def parse_or_pass(text: str) -> Any:
-        return text if "=" in text else parse(text)
+    def __init__(self, option_strings: list[str], dest: str, parse: Callable[[str], Any] = str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
+        self.parse = parse
 
-    parse_or_pass.__name__ = parse.__name__
-    return parse_or_pass
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        overrides = [v for v in values if "=" in v]
+        chosen = [v for v in values if "=" not in v]
+        if not chosen:
+            raise argparse.ArgumentError(self, "names no value (only KEY=VALUE overrides follow it)")
+        try:
+            setattr(namespace, self.dest, [self.parse(v) for v in chosen])
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+        namespace.trailing_overrides = [*getattr(namespace, "trailing_overrides", []), *overrides]
 
 
 count = bounded(Count)
