@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 
 from drsl.api import load_model
 from drsl.commands import export, predict
-from drsl.config import load_config
+from drsl.config import ConfigError, load_config
 from drsl.configs import resolve_config_path
 from drsl.training import run_training
 from fixtures import CITYSCAPES19, random_image, save_image, write_uda_root
@@ -158,3 +160,18 @@ def test_export_round_trip(runs: dict[str, Path], tmp_path: Path, capsys: pytest
     labels = full.segment(image)
     np.testing.assert_array_equal(labels, slim.segment(image))
     np.testing.assert_array_equal(full.mode_map(image, labels), slim.mode_map(image, labels))
+
+
+def test_a_checkpoint_whose_stored_config_is_outdated_needs_config(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A checkpoint written by a drsl version with a config key since removed: one error naming the
+    file and the key, and ``config=`` (``--config``) loads it."""
+    state = torch.load(checkpoint(runs, "source_only"), weights_only=True)
+    state["config"]["adapt"]["pseudo_label"]["save_confidence"] = True
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    with pytest.raises(ConfigError, match=r"old\.pt stores a config .*save_confidence.*pass --config"):
+        load_model(old, device="cpu")
+    current = tmp_path / "current.yaml"
+    state["config"]["adapt"]["pseudo_label"].pop("save_confidence")
+    current.write_text(yaml.safe_dump(state["config"]))
+    assert load_model(old, config=current, device="cpu").classes.name == "cityscapes19"

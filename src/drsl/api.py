@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from drsl.config import Config, apply_overrides, config_from_dict, load_config
+from drsl.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
 from drsl.data.classes import ClassSet, bind_class_set, checkpoint_class_set
 from drsl.data.io import as_rgb
 from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -36,7 +36,12 @@ def _config_for(state: dict[str, Any], path: str | Path, config: str | Path | No
         return load_config(resolve_config_path(str(config)), overrides)
     if "config" not in state:
         raise CheckpointError(f"{path} stores no config: pass --config")
-    return apply_overrides(config_from_dict(state["config"]), overrides)
+    try:
+        stored = config_from_dict(state["config"])
+    except ConfigError as exc:
+        raise ConfigError(f"{path} stores a config this drsl version does not accept ({exc}): pass --config "
+                          "with a current config of the same network") from None
+    return apply_overrides(stored, overrides)
 
 
 class SegmentationModel:
