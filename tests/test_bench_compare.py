@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from drsl.bench.compare import aggregate, markdown
 from drsl.cli import main, parse_args
@@ -64,6 +65,24 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
     assert "| cbst |" in (out / "results.md").read_text()
 
 
+def test_compare_adapts_each_seed_from_its_own_source_only_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_gta5(data / "source", n=4, size=(32, 40))
+    write_cityscapes(data / "target", "train", per_city=2, size=(32, 40))
+    write_cityscapes(data / "target", "val", per_city=1, size=(32, 40))
+    (data / "manifest.json").write_text("{}")
+    out = tmp_path / "compare"
+    assert main(["bench", "compare", "--out", str(out), "--data", str(data), "--variants", "cbst",
+                 "--seeds", "0", "1", "--source-per-seed", "train.iterations=2", "adapt.rounds=1",
+                 "data.batch_size=2", "data.num_workers=0", "model.light_width=1", "train.checkpoint_every=0",
+                 "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]"]) == 0
+    for seed in (0, 1):
+        config = yaml.safe_load((out / "runs" / "cbst" / f"seed{seed}" / "config.yaml").read_text())
+        assert config["init_checkpoint"] == str(out / "runs" / "source_only" / f"seed{seed}" / "checkpoints" / "latest.pt")
+    assert "each seed's own source-only model" in (out / "results.md").read_text()
+    assert list(json.loads((out / "results.json").read_text())["table"]) == ["cbst"]
+
+
 def test_overrides_may_follow_the_options_that_take_several_values() -> None:
     args = parse_args(["bench", "compare", "a.b=1", "--variants", "cbst", "mix", "train.iterations=3",
                        "--seeds", "4", "5", "adapt.rounds=1", "--quick", "c=[1,2]"])
@@ -77,6 +96,10 @@ def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path
     assert "unknown variant(s) ['drsl_bogus']" in capsys.readouterr().err
     assert main(["bench", "compare", "--out", str(tmp_path), "--source-checkpoint", str(tmp_path / "no.pt")]) == 2
     assert "no.pt is not a file" in capsys.readouterr().err
+    (tmp_path / "so.pt").write_bytes(b"")
+    assert main(["bench", "compare", "--out", str(tmp_path), "--source-checkpoint", str(tmp_path / "so.pt"),
+                 "--source-per-seed"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "compare", "--out", str(tmp_path), "--seeds", "train.iterations=3"])
     assert "argument --seeds: names no value" in capsys.readouterr().err

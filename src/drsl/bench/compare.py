@@ -1,7 +1,8 @@
 """The method comparison on the generated benchmark (``drsl bench compare``).
 
 Source-only and oracle are trained for every seed; CBST, DRSL and its ablations all start from the
-ONE shared source-only checkpoint (the first seed's) and are run for every seed. Every run is a
+ONE shared source-only checkpoint (the first seed's, or a given one) and are run for every seed,
+or, with ``source_per_seed``, each seed's adaptation starts from that seed's own source-only run. Every run is a
 normal run directory, skipped when its ``eval.json`` already exists, so an interrupted comparison
 resumes where it stopped. Output: ``results.json`` and a Markdown table ``results.md``.
 """
@@ -65,8 +66,8 @@ NETWORKS = {"light": "synth", "pretrained": "synth_pretrained"}
 @dataclass
 class Plan:
     """What to run: variants, seeds, data, output folder, extra overrides for every run,
-    optionally an existing source-only checkpoint to adapt from (instead of training one), and
-    optionally the shift preset the data must have (generated with it when missing), and the
+    optionally an existing source-only checkpoint to adapt from (instead of training one) or
+    ``source_per_seed`` (each seed adapts from its own source-only run), optionally the shift preset the data must have (generated with it when missing), and the
     network (a key of :data:`NETWORKS`: which packaged config folder the variants come from)."""
 
     out: Path
@@ -77,6 +78,7 @@ class Plan:
     source_checkpoint: Path | None = None
     shift: str | None = None
     network: str = "light"
+    source_per_seed: bool = False
 
 
 def run_dir(plan: Plan, variant: str, seed: int) -> Path:
@@ -84,11 +86,11 @@ def run_dir(plan: Plan, variant: str, seed: int) -> Path:
     return plan.out / "runs" / variant / f"seed{seed}"
 
 
-def shared_checkpoint(plan: Plan) -> Path:
-    """The source-only checkpoint every adaptation run starts from."""
+def source_checkpoint(plan: Plan, seed: int) -> Path:
+    """The source-only checkpoint the adaptation runs of ``seed`` start from."""
     if plan.source_checkpoint is not None:
         return plan.source_checkpoint
-    return run_dir(plan, "source_only", plan.seeds[0]) / "checkpoints" / "latest.pt"
+    return run_dir(plan, "source_only", seed if plan.source_per_seed else plan.seeds[0]) / "checkpoints" / "latest.pt"
 
 
 def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
     if not (work / "eval.json").is_file():
         extra = [*variant.overrides, *plan.overrides]
         if variant.adapts:
-            extra.append(f"init_checkpoint={shared_checkpoint(plan)}")
+            extra.append(f"init_checkpoint={source_checkpoint(plan, seed)}")
         config = synth_config(variant.config, plan.data_root, work, seed, extra, NETWORKS[plan.network])
         start = time.perf_counter()
         run_training(config, resume="auto", device="cpu")
@@ -172,12 +174,14 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
-def markdown(table: dict[str, Any], command: str, shift: str, network: str = "light") -> str:
+def markdown(table: dict[str, Any], command: str, shift: str, network: str = "light",
+             source_per_seed: bool = False) -> str:
     """The comparison as Markdown: summary, gap closed, pseudo-label quality, per-class IoU."""
+    start = "each seed's own source-only model" if source_per_seed else "one shared source-only model"
     lines = [
         f"Command: `{command}`  ",
         f"Data: the generated benchmark, shift preset `{shift}`; network: {network} "
-        f"(`{NETWORKS[network]}/*` configs)  ",
+        f"(`{NETWORKS[network]}/*` configs); adaptation starts from {start}  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}; date {date.today().isoformat()}",
         "",
         "| method | target-val mIoU(19) mean ± std | seeds | per seed | wall time / run (s) |",
@@ -236,12 +240,12 @@ def run_comparison(plan: Plan, command: str) -> dict[str, Any]:
         order.insert(0, "source_only")
     records = []
     for name in order:
-        seeds = plan.seeds if name in plan.variants else plan.seeds[:1]
+        seeds = plan.seeds if name in plan.variants or plan.source_per_seed else plan.seeds[:1]
         for seed in seeds:
             records.append(run_one(plan, VARIANTS[name], seed))
     table = aggregate([r for r in records if r["variant"] in plan.variants])
     atomic_write_json(plan.out / "results.json",
                       {"records": records, "table": table, "command": command, "shift": shift,
                        "network": plan.network})
-    atomic_write_text(plan.out / "results.md", markdown(table, command, shift, plan.network))
+    atomic_write_text(plan.out / "results.md", markdown(table, command, shift, plan.network, plan.source_per_seed))
     return table
