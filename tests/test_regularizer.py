@@ -82,7 +82,7 @@ def test_sma_off_gives_mmdl_only() -> None:
     tgt, tgt_y = _batch()
     loss, logs = reg(src, src_y, tgt, tgt_y)
     assert logs["sma"] == 0.0 and logs["sma_pairs"] == 0
-    assert loss.item() == pytest.approx(logs["mmdl"], rel=1e-6)
+    assert loss.item() == pytest.approx(float(logs["mmdl"]), rel=1e-6)
 
 
 @pytest.mark.parametrize(
