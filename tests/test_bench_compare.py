@@ -40,21 +40,30 @@ def test_aggregate_means_spreads_and_gap_closed() -> None:
     assert "- cbst: 15%" in text  # (23 - 20) / (40 - 20)
 
 
-def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
+#: Overrides that make every run of a comparison tiny.
+TINY = ["data.batch_size=2", "data.num_workers=0", "model.light_width=1", "train.checkpoint_every=0",
+        "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]"]
+
+
+def _tiny_benchmark(tmp_path: Path) -> Path:
+    """A benchmark folder of fixture files in the GTA5 and Cityscapes layouts."""
     data = tmp_path / "data"
     write_gta5(data / "source", n=4, size=(32, 40))
     write_cityscapes(data / "target", "train", per_city=2, size=(32, 40))
     write_cityscapes(data / "target", "val", per_city=1, size=(32, 40))
     (data / "manifest.json").write_text("{}")
-    tiny = ["data.batch_size=2", "data.num_workers=0", "model.light_width=1", "train.checkpoint_every=0",
-            "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]"]
+    return data
+
+
+def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
+    data = _tiny_benchmark(tmp_path)
     source = tmp_path / "source_only"
     assert main(["train", "synth/source_only", f"data.source.root={data}/source", f"data.val.root={data}/target",
-                 "train.iterations=2", "--work-dir", str(source), *tiny]) == 0
+                 "train.iterations=2", "--work-dir", str(source), *TINY]) == 0
     out = tmp_path / "compare"
     code = main(["bench", "compare", "--out", str(out), "--data", str(data), "--variants", "cbst",
                  "--source-checkpoint", str(source / "checkpoints" / "latest.pt"),
-                 "--seeds", "0", "train.iterations=3", "adapt.rounds=1", *tiny])  # overrides after --seeds
+                 "--seeds", "0", "train.iterations=3", "adapt.rounds=1", *TINY])  # overrides after --seeds
     assert code == 0
     assert not (out / "runs" / "source_only").exists()
     results = json.loads((out / "results.json").read_text())
@@ -66,16 +75,11 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
 
 
 def test_compare_adapts_each_seed_from_its_own_source_only_run(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    write_gta5(data / "source", n=4, size=(32, 40))
-    write_cityscapes(data / "target", "train", per_city=2, size=(32, 40))
-    write_cityscapes(data / "target", "val", per_city=1, size=(32, 40))
-    (data / "manifest.json").write_text("{}")
+    data = _tiny_benchmark(tmp_path)
     out = tmp_path / "compare"
     assert main(["bench", "compare", "--out", str(out), "--data", str(data), "--variants", "cbst",
                  "--seeds", "0", "1", "--source-per-seed", "train.iterations=2", "adapt.rounds=1",
-                 "data.batch_size=2", "data.num_workers=0", "model.light_width=1", "train.checkpoint_every=0",
-                 "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]"]) == 0
+                 *TINY]) == 0
     for seed in (0, 1):
         config = yaml.safe_load((out / "runs" / "cbst" / f"seed{seed}" / "config.yaml").read_text())
         assert config["init_checkpoint"] == str(out / "runs" / "source_only" / f"seed{seed}" / "checkpoints" / "latest.pt")
