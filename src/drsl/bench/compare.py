@@ -2,9 +2,9 @@
 
 Source-only and oracle are trained for every seed; CBST, DRSL and its ablations all start from the
 ONE shared source-only checkpoint (the first seed's, or a given one) and are run for every seed,
-or, with ``source_per_seed``, each seed's adaptation starts from that seed's own source-only run. Every run is a
-normal run directory, skipped when its ``eval.json`` already exists, so an interrupted comparison
-resumes where it stopped. Output: ``results.json`` and a Markdown table ``results.md``.
+or, with ``source_per_seed``, each seed's adaptation starts from that seed's own source-only run.
+Every run is a normal run directory, skipped when its ``eval.json`` already exists, so an
+interrupted comparison resumes where it stopped. Output: ``results.json`` and a Markdown table ``results.md``.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ NETWORKS = {"light": "synth", "pretrained": "synth_pretrained"}
 class Plan:
     """What to run: variants, seeds, data, output folder, extra overrides for every run,
     optionally an existing source-only checkpoint to adapt from (instead of training one) or
-    ``source_per_seed`` (each seed adapts from its own source-only run), optionally the shift preset the data must have (generated with it when missing), and the
-    network (a key of :data:`NETWORKS`: which packaged config folder the variants come from)."""
+    ``source_per_seed`` (each seed adapts from its own source-only run), optionally the shift
+    preset the data must have (generated with it when missing), and the network (a key of
+    :data:`NETWORKS`: which packaged config folder the variants come from)."""
 
     out: Path
     data_root: Path
