@@ -87,7 +87,7 @@ def run_dir(plan: Plan, variant: str, seed: int) -> Path:
     return plan.out / "runs" / variant / f"seed{seed}"
 
 
-def source_checkpoint(plan: Plan, seed: int) -> Path:
+def adaptation_start(plan: Plan, seed: int) -> Path:
     """The source-only checkpoint the adaptation runs of ``seed`` start from."""
     if plan.source_checkpoint is not None:
         return plan.source_checkpoint
@@ -104,7 +104,7 @@ def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
     if not (work / "eval.json").is_file():
         extra = [*variant.overrides, *plan.overrides]
         if variant.adapts:
-            extra.append(f"init_checkpoint={source_checkpoint(plan, seed)}")
+            extra.append(f"init_checkpoint={adaptation_start(plan, seed)}")
         config = synth_config(variant.config, plan.data_root, work, seed, extra, NETWORKS[plan.network])
         start = time.perf_counter()
         run_training(config, resume="auto", device="cpu")
