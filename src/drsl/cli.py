@@ -146,14 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--network", choices=list(NETWORKS), default="light",
                          help="light: the from-scratch network (synth/* configs); pretrained: ImageNet "
                          "EfficientNet-Lite0 (synth_pretrained/* configs)")
-    compare.add_argument(
+    start = compare.add_mutually_exclusive_group()
+    start.add_argument(
         "--source-checkpoint",
         help="start every adaptation run from this source-only checkpoint instead of training one "
         "(source-only is then not a row of the table)",
     )
-    compare.add_argument("--source-per-seed", action="store_true",
-                         help="each seed's adaptation runs start from that seed's own source-only run "
-                         "(default: all from the first seed's)")
+    start.add_argument("--source-per-seed", action="store_true",
+                       help="each seed's adaptation runs start from that seed's own source-only run "
+                       "(default: all from the first seed's)")
     _add_overrides(compare)
     bench_speed.add_actions(bench_sub)
 
@@ -277,8 +278,6 @@ def _command_bench(args: argparse.Namespace) -> int:
     shared = Path(args.source_checkpoint) if args.source_checkpoint else None
     if shared is not None and not shared.is_file():
         raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")
-    if shared is not None and args.source_per_seed:
-        raise ConfigError("--source-checkpoint and --source-per-seed exclude each other")
     plan = Plan(Path(args.out), Path(args.data), seeds, variants, args.overrides, shared, args.shift, args.network,
                 args.source_per_seed)
     run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
