@@ -62,13 +62,17 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
                  "train.iterations=2", "--work-dir", str(source), *TINY]) == 0
     out = tmp_path / "compare"
     code = main(["bench", "compare", "--out", str(out), "--data", str(data), "--variants", "cbst",
-                 "--source-checkpoint", str(source / "checkpoints" / "latest.pt"),
+                 "source_only_continued", "--source-checkpoint", str(source / "checkpoints" / "latest.pt"),
                  "--seeds", "0", "train.iterations=3", "adapt.rounds=1", *TINY])  # overrides after --seeds
     assert code == 0
     assert not (out / "runs" / "source_only").exists()
     results = json.loads((out / "results.json").read_text())
-    (record,) = results["records"]
+    record, control = results["records"]
     assert record["variant"] == "cbst" and len(record["pseudo_labels"]) == 1
+    assert control["variant"] == "source_only_continued" and not control["pseudo_labels"]
+    control_config = yaml.safe_load((out / "runs" / "source_only_continued" / "seed0" / "config.yaml").read_text())
+    assert control_config["init_checkpoint"] == str(source / "checkpoints" / "latest.pt")
+    assert control_config["adapt"]["method"] == "source_only"
     assert results["shift"] == "hard"  # a manifest without a preset is the original, hard, shift
     assert json.loads((out / "runs" / "cbst" / "seed0" / "eval.json").read_text())["iteration"] == 3
     assert "| cbst |" in (out / "results.md").read_text()
@@ -124,3 +128,9 @@ def test_every_variant_has_a_packaged_config_for_every_network(tmp_path, network
                               NETWORKS[network])
         assert config.model.backbone == backbone, variant.name
         assert config.data.source.root == str(tmp_path / "data" / ("target" if variant.name == "oracle" else "source"))
+    # The equal-budget control trains on source only, for exactly the mixing host's schedule.
+    control, mix = (synth_config(VARIANTS[name].config, tmp_path / "data", tmp_path / "run", 0,
+                                 list(VARIANTS[name].overrides), NETWORKS[network])
+                    for name in ("source_only_continued", "mix"))
+    assert control.adapt.method == "source_only" and mix.adapt.method != "source_only"
+    assert (control.train, control.optim, control.data.source_sampling) == (mix.train, mix.optim, mix.data.source_sampling)

@@ -37,6 +37,9 @@ VARIANTS: dict[str, Variant] = {
     for v in (
         Variant("source_only", "source_only", adapts=False),
         Variant("oracle", "oracle", adapts=False),
+        # The equal-budget control: source-only training continued from the adaptation start for
+        # the mixing host's schedule (iterations, LR, source sampler); no target data.
+        Variant("source_only_continued", "mix", ("adapt.method=source_only",)),
         Variant("cbst", "cbst"),
         Variant("drsl", "drsl"),
         Variant("drsl_no_sma", "drsl", ("adapt.drsl.sma=false",)),
@@ -51,11 +54,11 @@ VARIANTS: dict[str, Variant] = {
         Variant("drsl_mix_no_mmdl", "drsl_mix", ("adapt.drsl.lambda_mm=0",)),
     )
 }
-#: The comparison `drsl bench compare` runs by default: baselines, both hosts with and without the
-#: regulariser, and the regulariser's ablations on the mixing host (the best host, BENCHMARKS.md);
-#: the rounds host's ablations run when named.
-DEFAULT_VARIANTS = ("source_only", "oracle", "cbst", "drsl", "mix", "drsl_mix", "drsl_mix_fusion",
-                    "drsl_mix_no_sma", "drsl_mix_no_mmdl")
+#: The comparison `drsl bench compare` runs by default: baselines and the equal-budget control, both
+#: hosts with and without the regulariser, and the regulariser's ablations on the mixing host (the
+#: best host, BENCHMARKS.md); the rounds host's ablations run when named.
+DEFAULT_VARIANTS = ("source_only", "oracle", "source_only_continued", "cbst", "drsl", "mix", "drsl_mix",
+                    "drsl_mix_fusion", "drsl_mix_no_sma", "drsl_mix_no_mmdl")
 #: ``--quick``: one seed of the baselines, CBST and the mixing host with and without the regulariser.
 QUICK_VARIANTS = ("source_only", "oracle", "cbst", "mix", "drsl_mix")
 #: Folders of packaged configs a comparison can draw its variants from: the light network trained
