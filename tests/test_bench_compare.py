@@ -75,7 +75,10 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
     assert control_config["adapt"]["method"] == "source_only"
     assert results["shift"] == "hard"  # a manifest without a preset is the original, hard, shift
     assert json.loads((out / "runs" / "cbst" / "seed0" / "eval.json").read_text())["iteration"] == 3
-    assert "| cbst |" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert "| cbst |" in markdown
+    cbst, control = (results["table"][name]["miou19"][0] for name in ("cbst", "source_only_continued"))
+    assert f"- cbst: {cbst - control:+.1f} mIoU" in markdown.split("Gain over the equal-budget control")[1]
 
 
 def test_compare_adapts_each_seed_from_its_own_source_only_run(tmp_path: Path) -> None:

@@ -201,6 +201,11 @@ def markdown(table: dict[str, Any], command: str, shift: str, network: str = "li
         for name, row in table.items():
             if name not in ("source_only", "oracle") and high > low:
                 lines.append(f"- {name}: {100 * (row['miou19'][0] - low) / (high - low):.0f}%")
+    if "source_only_continued" in table:
+        control = table["source_only_continued"]["miou19"][0]
+        lines += ["", "Gain over the equal-budget control (source-only trained as long from the same start):", ""]
+        lines += [f"- {name}: {row['miou19'][0] - control:+.1f} mIoU" for name, row in table.items()
+                  if VARIANTS[name].adapts and name != "source_only_continued"]
     lines += ["", "Pseudo-label quality against the held-back target-train labels (mean over seeds):", "",
               "| method | round | precision % | coverage % |", "|---|---|---|---|"]
     for name, row in table.items():
