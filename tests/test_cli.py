@@ -124,3 +124,14 @@ def test_demo_refuses_a_benchmark_made_with_another_shift(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     err = capsys.readouterr().err
     assert "shift 'hard'" in err and f"shift '{DEFAULT_SHIFT}'" in err and "Traceback" not in err
+
+
+def test_demo_runs_the_equal_budget_control_as_long_as_the_mixing_host(tmp_path):
+    """The demo's control row trains on source only, from the same start, for the mixing host's schedule."""
+    from drsl.bench.compare import VARIANTS
+    from drsl.demo import DEMO_ITERATIONS, DEMO_METHODS, synth_config
+
+    assert "source_only_continued" in DEMO_METHODS and DEMO_ITERATIONS["source_only_continued"] == DEMO_ITERATIONS["mix"]
+    control = VARIANTS["source_only_continued"]
+    config = synth_config(control.config, tmp_path, tmp_path / "run", 0, list(control.overrides))
+    assert config.adapt.method == "source_only"
