@@ -90,5 +90,5 @@ def run_demo(out: Path, seed: int = 0, overwrite: bool = False) -> dict[str, flo
     write_report([source_dir, *(out / method for method in DEMO_METHODS)], report)
     log.info("report written to %s", report)
     for method, miou in results.items():
-        print(f"{method:12s} target-val mIoU(19) = {100 * miou:.1f}%")
+        print(f"{method:22s} target-val mIoU(19) = {100 * miou:.1f}%")
     return results
