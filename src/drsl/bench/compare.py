@@ -32,14 +32,15 @@ class Variant:
     adapts: bool = True
 
 
+#: The equal-budget control: source-only training continued from the adaptation start for the
+#: mixing host's schedule (iterations, LR, source sampler); no target data.
+CONTROL = "source_only_continued"
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("source_only", "source_only", adapts=False),
         Variant("oracle", "oracle", adapts=False),
-        # The equal-budget control: source-only training continued from the adaptation start for
-        # the mixing host's schedule (iterations, LR, source sampler); no target data.
-        Variant("source_only_continued", "mix", ("adapt.method=source_only",)),
+        Variant(CONTROL, "mix", ("adapt.method=source_only",)),
         Variant("cbst", "cbst"),
         Variant("drsl", "drsl"),
         Variant("drsl_no_sma", "drsl", ("adapt.drsl.sma=false",)),
@@ -57,7 +58,7 @@ VARIANTS: dict[str, Variant] = {
 #: The comparison `drsl bench compare` runs by default: baselines and the equal-budget control, both
 #: hosts with and without the regulariser, and the regulariser's ablations on the mixing host (the
 #: best host, BENCHMARKS.md); the rounds host's ablations run when named.
-DEFAULT_VARIANTS = ("source_only", "oracle", "source_only_continued", "cbst", "drsl", "mix", "drsl_mix",
+DEFAULT_VARIANTS = ("source_only", "oracle", CONTROL, "cbst", "drsl", "mix", "drsl_mix",
                     "drsl_mix_fusion", "drsl_mix_no_sma", "drsl_mix_no_mmdl")
 #: ``--quick``: one seed of the baselines, CBST and the mixing host with and without the regulariser.
 QUICK_VARIANTS = ("source_only", "oracle", "cbst", "mix", "drsl_mix")
@@ -201,11 +202,11 @@ def markdown(table: dict[str, Any], command: str, shift: str, network: str = "li
         for name, row in table.items():
             if name not in ("source_only", "oracle") and high > low:
                 lines.append(f"- {name}: {100 * (row['miou19'][0] - low) / (high - low):.0f}%")
-    if "source_only_continued" in table:
-        control = table["source_only_continued"]["miou19"][0]
+    if CONTROL in table:
+        control = table[CONTROL]["miou19"][0]
         lines += ["", "Gain over the equal-budget control (source-only trained as long from the same start):", ""]
         lines += [f"- {name}: {row['miou19'][0] - control:+.1f} mIoU" for name, row in table.items()
-                  if VARIANTS[name].adapts and name != "source_only_continued"]
+                  if VARIANTS[name].adapts and name != CONTROL]
     lines += ["", "Pseudo-label quality against the held-back target-train labels (mean over seeds):", "",
               "| method | round | precision % | coverage % |", "|---|---|---|---|"]
     for name, row in table.items():

@@ -28,7 +28,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from drsl.config import Config, apply_overrides, config_diff, config_from_dict, config_to_dict, dump_config
@@ -60,6 +59,8 @@ def git_hash() -> str | None:
 
 def environment() -> dict[str, object]:
     """Python, platform, package versions and torch's CPU thread count (it changes float sums)."""
+    import torch  # kept out of this module's import: run-folder handling does not need it
+
     versions = {}
     for name in _PACKAGES:
         try:
