@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from drsl.bench.compare import aggregate, markdown
+from drsl.bench.compare import aggregate, markdown, paired_differences
 from drsl.cli import main, parse_args
 from fixtures import CITYSCAPES19, write_cityscapes, write_gta5
 
@@ -38,6 +38,16 @@ def test_aggregate_means_spreads_and_gap_closed() -> None:
     assert "shift preset `hard`" in text
     assert "| cbst | 23.0 ± 2.0 | 3 | 21.0, 23.0, 25.0 | 11 |" in text
     assert "- cbst: 15%" in text  # (23 - 20) / (40 - 20)
+    assert "regulariser's own contribution" not in text  # no DRSL row, no pair
+
+
+def test_paired_differences_match_seeds_not_positions() -> None:
+    records = [_record("mix", 0, 0.300), _record("mix", 1, 0.310), _record("mix", 2, 0.320),
+               _record("drsl_mix", 2, 0.340), _record("drsl_mix", 0, 0.305)]  # seed 1 missing, order shuffled
+    table = aggregate(records)
+    assert paired_differences(table, "drsl_mix", "mix") == pytest.approx({2: 2.0, 0: 0.5})
+    text = markdown(table, "drsl bench compare", "aligned")
+    assert "- drsl_mix − mix: +1.2 mIoU (seed 2 +2.00, seed 0 +0.50)" in text.split("own contribution")[1]
 
 
 #: Overrides that make every run of a comparison tiny.
@@ -78,7 +88,8 @@ def test_compare_from_a_given_source_checkpoint(tmp_path: Path) -> None:
     markdown = (out / "results.md").read_text()
     assert "| cbst |" in markdown
     cbst, control = (results["table"][name]["miou19"][0] for name in ("cbst", "source_only_continued"))
-    assert f"- cbst: {cbst - control:+.1f} mIoU" in markdown.split("Gain over the equal-budget control")[1]
+    assert (f"- cbst − source_only_continued: {cbst - control:+.1f} mIoU (seed 0 {cbst - control:+.2f})"
+            in markdown.split("Gain over the equal-budget control")[1])
 
 
 def test_compare_adapts_each_seed_from_its_own_source_only_run(tmp_path: Path) -> None:

@@ -60,6 +60,10 @@ VARIANTS: dict[str, Variant] = {
 #: best host, BENCHMARKS.md); the rounds host's ablations run when named.
 DEFAULT_VARIANTS = ("source_only", "oracle", CONTROL, "cbst", "drsl", "mix", "drsl_mix",
                     "drsl_mix_fusion", "drsl_mix_no_sma", "drsl_mix_no_mmdl")
+#: Rows compared seed by seed with the row they extend (issue 12's targets are per seed): each DRSL
+#: row against its host without the regulariser.
+REGULARISER_PAIRS = (("drsl", "cbst"), ("drsl_fusion", "cbst"), ("drsl_mix", "mix"), ("drsl_mix_fusion", "mix"),
+                     ("drsl_mix_no_sma", "mix"), ("drsl_mix_no_mmdl", "mix"))
 #: ``--quick``: one seed of the baselines, CBST and the mixing host with and without the regulariser.
 QUICK_VARIANTS = ("source_only", "oracle", "cbst", "mix", "drsl_mix")
 #: Folders of packaged configs a comparison can draw its variants from: the light network trained
@@ -179,6 +183,20 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
+def paired_differences(table: dict[str, Any], name: str, base: str) -> dict[int, float]:
+    """``name`` minus ``base`` (mIoU 19) for every seed both rows ran."""
+    base_by_seed = dict(zip(table[base]["seeds"], table[base]["miou19_per_seed"]))
+    return {seed: value - base_by_seed[seed]
+            for seed, value in zip(table[name]["seeds"], table[name]["miou19_per_seed"]) if seed in base_by_seed}
+
+
+def _paired_line(table: dict[str, Any], name: str, base: str) -> str:
+    differences = paired_differences(table, name, base)
+    mean = f"{np.mean(list(differences.values())):+.1f} mIoU" if differences else "no shared seed"
+    per_seed = ", ".join(f"seed {seed} {value:+.2f}" for seed, value in differences.items())
+    return f"- {name} − {base}: {mean}" + (f" ({per_seed})" if per_seed else "")
+
+
 def markdown(table: dict[str, Any], command: str, shift: str, network: str = "light",
              source_per_seed: bool = False) -> str:
     """The comparison as Markdown: summary, gap closed, pseudo-label quality, per-class IoU."""
@@ -203,10 +221,13 @@ def markdown(table: dict[str, Any], command: str, shift: str, network: str = "li
             if name not in ("source_only", "oracle") and high > low:
                 lines.append(f"- {name}: {100 * (row['miou19'][0] - low) / (high - low):.0f}%")
     if CONTROL in table:
-        control = table[CONTROL]["miou19"][0]
         lines += ["", "Gain over the equal-budget control (source-only trained as long from the same start):", ""]
-        lines += [f"- {name}: {row['miou19'][0] - control:+.1f} mIoU" for name, row in table.items()
+        lines += [_paired_line(table, name, CONTROL) for name in table
                   if VARIANTS[name].adapts and name != CONTROL]
+    pairs = [(name, base) for name, base in REGULARISER_PAIRS if name in table and base in table]
+    if pairs:
+        lines += ["", "The regulariser's own contribution (DRSL row minus its host, seed by seed):", ""]
+        lines += [_paired_line(table, name, base) for name, base in pairs]
     lines += ["", "Pseudo-label quality against the held-back target-train labels (mean over seeds):", "",
               "| method | round | precision % | coverage % |", "|---|---|---|---|"]
     for name, row in table.items():
