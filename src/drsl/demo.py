@@ -36,8 +36,9 @@ def synth_config(
     return config
 
 
-#: Shorter schedules and a smaller benchmark than the packaged configs and `drsl bench compare`,
-#: so the whole demo (install included) stays well inside 15 minutes on 2 CPU cores.
+#: Shorter schedules and a smaller benchmark than the packaged configs and `drsl bench compare`.
+#: Without the control row the demo took about 9 minutes (install included) on 2 CPU cores; with it,
+#: a timed run was still in CBST's last round at 16.5 minutes (README), so these need cutting.
 #: The rows that start from the source-only model, in the report's order (`drsl bench compare`
 #: variants): the equal-budget control (source-only continued for the mixing host's schedule), the
 #: rounds host (CBST), then the best host (mixing) without and with the DRSL regulariser
