@@ -133,8 +133,7 @@ def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path
 @pytest.mark.parametrize("network", ["light", "pretrained"])
 def test_every_variant_has_a_packaged_config_for_every_network(tmp_path, network) -> None:
     """`--network` picks the config folder; every row of the table resolves in each, with its network."""
-    from drsl.bench.compare import NETWORKS, VARIANTS
-    from drsl.demo import synth_config
+    from drsl.bench.variants import NETWORKS, VARIANTS, synth_config
 
     backbone = {"light": "light", "pretrained": "efficientnet_lite0"}[network]
     for variant in VARIANTS.values():

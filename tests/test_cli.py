@@ -128,8 +128,8 @@ def test_demo_refuses_a_benchmark_made_with_another_shift(tmp_path, capsys):
 
 def test_demo_runs_the_equal_budget_control_as_long_as_the_mixing_host(tmp_path):
     """The demo's control row trains on source only, from the same start, for the mixing host's schedule."""
-    from drsl.bench.compare import VARIANTS
-    from drsl.demo import DEMO_ITERATIONS, DEMO_METHODS, synth_config
+    from drsl.bench.variants import VARIANTS, synth_config
+    from drsl.demo import DEMO_ITERATIONS, DEMO_METHODS
 
     assert "source_only_continued" in DEMO_METHODS and DEMO_ITERATIONS["source_only_continued"] == DEMO_ITERATIONS["mix"]
     control = VARIANTS["source_only_continued"]

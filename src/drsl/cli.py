@@ -15,7 +15,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from drsl.bench.compare import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS, Plan
+from drsl.bench.compare import Plan
+from drsl.bench.variants import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS
 from drsl.commands import bench_speed, export, options, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import ConfigError
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.add_parser("list", help="list the packaged configs")
     config_sub.add_parser("reference", help="print the Markdown reference of every key")
 
-    demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, adapt (CBST, mixing, DRSL-mix), evaluate")
+    demo = sub.add_parser("demo", help="the main job: generate the benchmark, train source-only, the equal-budget control, adapt (mixing, DRSL-mix), evaluate")
     demo.add_argument("--out", default="runs/demo", help="folder for data and runs")
     demo.add_argument("--seed", type=options.seed, default=0, help="seed of the generated data and of every run")
     demo.add_argument("--overwrite", action="store_true", help="replace a demo folder made with other settings (default: off)")

@@ -19,56 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from drsl.bench.variants import CONTROL, DEFAULT_VARIANTS, NETWORKS, VARIANTS, Variant, synth_config
 from drsl.fileio import atomic_write_json, atomic_write_text
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of the table: a packaged synth config plus overrides."""
-
-    name: str
-    config: str
-    overrides: tuple[str, ...] = ()
-    adapts: bool = True
-
-
-#: The equal-budget control: source-only training continued from the adaptation start for the
-#: mixing host's schedule (iterations, LR, source sampler); no target data.
-CONTROL = "source_only_continued"
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("source_only", "source_only", adapts=False),
-        Variant("oracle", "oracle", adapts=False),
-        Variant(CONTROL, "mix", ("adapt.method=source_only",)),
-        Variant("cbst", "cbst"),
-        Variant("drsl", "drsl"),
-        Variant("drsl_no_sma", "drsl", ("adapt.drsl.sma=false",)),
-        # Both DRSL hosts use the labels as they are; the paper's fusion filter is the variant.
-        Variant("drsl_fusion", "drsl", ("adapt.pseudo_label.fusion=agree",)),
-        Variant("drsl_k1", "drsl", ("adapt.drsl.num_modes=1",)),
-        Variant("drsl_k5", "drsl", ("adapt.drsl.num_modes=5",)),
-        Variant("mix", "mix"),
-        Variant("drsl_mix", "drsl_mix"),
-        Variant("drsl_mix_fusion", "drsl_mix", ("adapt.pseudo_label.fusion=agree",)),
-        Variant("drsl_mix_no_sma", "drsl_mix", ("adapt.drsl.sma=false",)),
-        Variant("drsl_mix_no_mmdl", "drsl_mix", ("adapt.drsl.lambda_mm=0",)),
-    )
-}
-#: The comparison `drsl bench compare` runs by default: baselines and the equal-budget control, both
-#: hosts with and without the regulariser, and the regulariser's ablations on the mixing host (the
-#: best host, BENCHMARKS.md); the rounds host's ablations run when named.
-DEFAULT_VARIANTS = ("source_only", "oracle", CONTROL, "cbst", "drsl", "mix", "drsl_mix",
-                    "drsl_mix_fusion", "drsl_mix_no_sma", "drsl_mix_no_mmdl")
-#: Rows compared seed by seed with the row they extend (issue 12's targets are per seed): each DRSL
-#: row against its host without the regulariser.
-REGULARISER_PAIRS = (("drsl", "cbst"), ("drsl_fusion", "cbst"), ("drsl_mix", "mix"), ("drsl_mix_fusion", "mix"),
-                     ("drsl_mix_no_sma", "mix"), ("drsl_mix_no_mmdl", "mix"))
-#: ``--quick``: one seed of the baselines, CBST and the mixing host with and without the regulariser.
-QUICK_VARIANTS = ("source_only", "oracle", "cbst", "mix", "drsl_mix")
-#: Folders of packaged configs a comparison can draw its variants from: the light network trained
-#: from scratch, or the ImageNet-pretrained EfficientNet-Lite0 network (BENCHMARKS.md).
-NETWORKS = {"light": "synth", "pretrained": "synth_pretrained"}
 
 
 @dataclass
@@ -104,7 +56,6 @@ def adaptation_start(plan: Plan, seed: int) -> Path:
 
 def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
     """Train one (variant, seed) unless it already finished; returns its record."""
-    from drsl.demo import synth_config
     from drsl.training import read_eval, run_training
 
     work = run_dir(plan, variant.name, seed)
@@ -224,10 +175,10 @@ def markdown(table: dict[str, Any], command: str, shift: str, network: str = "li
         lines += ["", "Gain over the equal-budget control (source-only trained as long from the same start):", ""]
         lines += [_paired_line(table, name, CONTROL) for name in table
                   if VARIANTS[name].adapts and name != CONTROL]
-    pairs = [(name, base) for name, base in REGULARISER_PAIRS if name in table and base in table]
+    pairs = [(name, host) for name in table if (host := VARIANTS[name].host) is not None and host in table]
     if pairs:
         lines += ["", "The regulariser's own contribution (DRSL row minus its host, seed by seed):", ""]
-        lines += [_paired_line(table, name, base) for name, base in pairs]
+        lines += [_paired_line(table, name, host) for name, host in pairs]
     lines += ["", "Pseudo-label quality against the held-back target-train labels (mean over seeds):", "",
               "| method | round | precision % | coverage % |", "|---|---|---|---|"]
     for name, row in table.items():
