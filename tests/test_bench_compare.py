@@ -147,3 +147,20 @@ def test_every_variant_has_a_packaged_config_for_every_network(tmp_path, network
                     for name in ("source_only_continued", "mix"))
     assert control.adapt.method == "source_only" and mix.adapt.method != "source_only"
     assert (control.train, control.optim, control.data.source_sampling) == (mix.train, mix.optim, mix.data.source_sampling)
+
+
+def test_every_drsl_row_is_paired_with_its_host_without_the_regulariser(tmp_path) -> None:
+    """Each DRSL row names as host the row that trains the same host with the regulariser off."""
+    from drsl.bench.variants import VARIANTS, synth_config
+
+    def config_of(name: str):
+        variant = VARIANTS[name]
+        return synth_config(variant.config, tmp_path, tmp_path / "run", 0, list(variant.overrides))
+
+    drsl_rows = [name for name in VARIANTS if config_of(name).adapt.method == "drsl"]
+    assert len(drsl_rows) == 9
+    for name in drsl_rows:
+        host = VARIANTS[name].host
+        assert host is not None, name
+        assert config_of(host).adapt.method == "cbst" and config_of(host).adapt.host == config_of(name).adapt.host, name
+    assert all(VARIANTS[name].host is None for name in VARIANTS if name not in drsl_rows)
