@@ -164,3 +164,21 @@ def test_every_drsl_row_is_paired_with_its_host_without_the_regulariser(tmp_path
         assert host is not None, name
         assert config_of(host).adapt.method == "cbst" and config_of(host).adapt.host == config_of(name).adapt.host, name
     assert all(VARIANTS[name].host is None for name in VARIANTS if name not in drsl_rows)
+
+
+def test_compare_refuses_a_finished_run_of_another_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = _tiny_benchmark(tmp_path)
+    out = tmp_path / "compare"
+    args = ["bench", "compare", "--out", str(out), "--data", str(data), "--variants", "source_only", "--seeds", "0",
+            *TINY]
+    assert main([*args, "train.iterations=2"]) == 0
+    eval_file = out / "runs" / "source_only" / "seed0" / "eval.json"
+    before = eval_file.read_bytes()
+    assert main([*args, "train.iterations=2"]) == 0  # the same config: the finished run is reused
+    assert eval_file.read_bytes() == before
+    capsys.readouterr()
+    assert main([*args, "train.iterations=3"]) != 0  # another schedule: never reported as the asked-for run
+    err = capsys.readouterr().err
+    assert str(out / "runs" / "source_only" / "seed0") in err and "train.iterations: 2 -> 3" in err
+    assert "Traceback" not in err
+    assert eval_file.read_bytes() == before

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from drsl.bench.variants import CONTROL, DEFAULT_VARIANTS, NETWORKS, VARIANTS, Variant, synth_config
+from drsl.config import Config
+from drsl.errors import RunDirError
 from drsl.fileio import atomic_write_json, atomic_write_text
 
 
@@ -60,11 +62,12 @@ def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
 
     work = run_dir(plan, variant.name, seed)
     timing = work / "wall_time.json"
+    extra = [*variant.overrides, *plan.overrides]
+    if variant.adapts:
+        extra.append(f"init_checkpoint={adaptation_start(plan, seed)}")
+    config = synth_config(variant.config, plan.data_root, work, seed, extra, NETWORKS[plan.network])
+    check_same_run(config)
     if not (work / "eval.json").is_file():
-        extra = [*variant.overrides, *plan.overrides]
-        if variant.adapts:
-            extra.append(f"init_checkpoint={adaptation_start(plan, seed)}")
-        config = synth_config(variant.config, plan.data_root, work, seed, extra, NETWORKS[plan.network])
         start = time.perf_counter()
         run_training(config, resume="auto", device="cpu")
         atomic_write_json(timing, {"seconds": time.perf_counter() - start})
@@ -77,6 +80,21 @@ def run_one(plan: Plan, variant: Variant, seed: int) -> dict[str, Any]:
         "seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None,
         "pseudo_labels": pseudo_label_rounds(work),
     }
+
+
+def check_same_run(config: Config) -> None:
+    """Refuse a run folder that holds a run of another config (an earlier comparison with other
+    overrides, or a packaged config changed since): its result is not the one asked for."""
+    from drsl.data.classes import bind_class_set
+    from drsl.engine.run_dir import changes_from_recorded, describe_changes, recorded_config
+
+    bind_class_set(config)  # the recorded config has the class set's values filled in
+    changes = changes_from_recorded(recorded_config(config.work_dir), config)
+    if changes:
+        raise RunDirError(
+            f"{config.work_dir} holds a run of another config ({describe_changes(changes)}): it is not "
+            "the run asked for; choose another --out, or delete that folder to run it again"
+        )
 
 
 def pseudo_label_rounds(work: Path) -> list[dict[str, Any]]:

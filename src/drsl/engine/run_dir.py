@@ -198,6 +198,18 @@ class RunPlan:
     finished: bool = False
 
 
+def changes_from_recorded(recorded: Config | None, config: Config) -> dict[str, tuple[Any, Any]]:
+    """The keys where ``config`` differs from a run's recorded config (``work_dir`` aside)."""
+    if recorded is None:
+        return {}
+    return config_diff(replace(recorded, work_dir=config.work_dir), config)
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """E.g. 'adapt.drsl.lambda_mm: 1.0 -> 3.0; train.iterations: 1200 -> 2400'."""
+    return "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
 def _refuse_occupied(found: Occupant, overwrite: bool) -> str:
     """The action for a fresh run into ``found``: start, overwrite, or a RunDirError."""
     if not found.entries:
@@ -248,13 +260,10 @@ def plan_run(
             _refuse_occupied(found, overwrite)
     else:
         return RunPlan(config, _refuse_occupied(found, overwrite))
-    changes: dict[str, tuple[Any, Any]] = {}
-    if found.config is not None:
-        changes = config_diff(replace(found.config, work_dir=config.work_dir), config)
+    changes = changes_from_recorded(found.config, config)
     if changes and not allow_config_change:
-        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
         raise RunDirError(
-            f"resuming {found.path} would change its recorded config ({listed}); a resumed run keeps its "
+            f"resuming {found.path} would change its recorded config ({describe_changes(changes)}); a resumed run keeps its "
             "config: drop the change, or pass --change-config to continue with it (recorded in run.json)"
         )
     finished = found.state == "finished" and not changes and (found.path / "eval.json").is_file()
