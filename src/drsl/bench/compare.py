@@ -5,7 +5,8 @@ ONE shared source-only checkpoint (the first seed's, or a given one) and are run
 or, with ``source_per_seed``, each seed's adaptation starts from that seed's own source-only run.
 Every run is a normal run directory, skipped when its ``eval.json`` already exists, so an
 interrupted comparison resumes where it stopped; a folder holding a run of another config (other
-overrides, a packaged config changed since) is refused, never reported as the run asked for. Output: ``results.json`` and a Markdown table ``results.md``.
+overrides, a packaged config changed since) is refused, never reported as the run asked for.
+Output: ``results.json`` and a Markdown table ``results.md``.
 """
 
 from __future__ import annotations

@@ -263,8 +263,8 @@ def plan_run(
     changes = changes_from_recorded(found.config, config)
     if changes and not allow_config_change:
         raise RunDirError(
-            f"resuming {found.path} would change its recorded config ({describe_changes(changes)}); a resumed run keeps its "
-            "config: drop the change, or pass --change-config to continue with it (recorded in run.json)"
+            f"resuming {found.path} would change its recorded config ({describe_changes(changes)}); a resumed "
+            "run keeps its config: drop the change, or pass --change-config to continue with it (recorded in run.json)"
         )
     finished = found.state == "finished" and not changes and (found.path / "eval.json").is_file()
     return RunPlan(config, "resume", checkpoint, changes, finished)
