@@ -74,6 +74,8 @@ def test_checkpoint_of_another_architecture(data: Path, tmp_path: Path, capsys: 
     assert code == 2 and "model.num_classes=16 disagrees with data.classes=cityscapes19 (19 classes" in err
     code, err = run_cli(["evaluate", str(checkpoint), "data.classes=cityscapes7"], capsys)
     assert code == 2 and f"{checkpoint} predicts 19 classes (cityscapes19) but data.classes=cityscapes7 has 7" in err
+    code, err = run_cli(["evaluate", str(checkpoint), "--head", "mmdl"], capsys)
+    assert code == 2 and f"{checkpoint} has no MMDL head" in err
 
 
 def test_class_count_disagreeing_with_the_init_checkpoint(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

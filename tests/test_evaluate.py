@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from drsl.config import Config, DatasetConfig, EvalConfig, ModelConfig
+from drsl.adaptation.drsl.regularizer import DRSLRegularizer
+from drsl.adaptation.posterior import head_probabilities
+from drsl.config import Config, DatasetConfig, DRSLConfig, EvalConfig, ModelConfig
 from drsl.data.registry import build_dataset
 from drsl.engine.distributed import DistInfo
 from drsl.evaluation.evaluate import collate_same_size, config_prob_fn, evaluate, segmentor_prob_fn
@@ -54,6 +56,30 @@ def test_batched_evaluation_equals_per_image(val_set, model, workers: int) -> No
     assert matrix.sum() > 1000 and (matrix.diagonal() > 0).sum() >= 2
     assert (matrix == expected).all()
     assert summary["num_pixels"] == int(expected.sum())
+
+
+def test_the_mmdl_and_product_heads_are_evaluated_as_computed_by_hand(val_set, model) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(1)
+    regularizer = DRSLRegularizer(model.feature_channels, 19, DRSLConfig(hidden_dim=8, embed_dim=4, num_modes=2)).eval()
+    images = torch.rand(2, 3, 24, 32)
+    with torch.no_grad():
+        output = model(images)
+        seg = torch.softmax(output.logits, dim=1)
+        embedded = regularizer.head.embed_map(output.features)  # (B, h, w, D)
+        per_mode = regularizer.head.logits(embedded.flatten(0, 2)).double().exp()  # (N, C, K)
+        mmdl = per_mode.sum(2) / per_mode.sum(dim=(1, 2)).unsqueeze(1)  # p(c | z) = sum_k p(c, k | z)
+        mmdl = mmdl.view(2, *seg.shape[-2:], 19).permute(0, 3, 1, 2).float()
+        product = seg * mmdl / (seg * mmdl).sum(1, keepdim=True)
+        for head, expected in (("segmentation", seg), ("mmdl", mmdl), ("product", product)):
+            probs = segmentor_prob_fn(model, head=lambda x, h=head: head_probabilities(model, regularizer, x, h))(images)
+            assert torch.allclose(probs, expected, atol=1e-5), head
+    assert not torch.equal(mmdl.argmax(1), seg.argmax(1))  # the heads differ, so the check above can fail
+    cfg = EvalConfig(batch_size=3, flip=True)
+    prob_fn = segmentor_prob_fn(model, head=lambda x: head_probabilities(model, regularizer, x, "mmdl"))
+    summary, matrix = evaluate(prob_fn, val_set, cfg, DistInfo(), CITYSCAPES19)
+    assert (matrix == per_image_matrix(prob_fn, val_set, cfg).matrix).all()
+    with pytest.raises(ValueError, match="needs an MMDL head"):
+        head_probabilities(model, None, images, "mmdl")
 
 
 def test_same_size_samples_are_batched_in_order(val_set) -> None:  # type: ignore[no-untyped-def]

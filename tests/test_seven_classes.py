@@ -49,6 +49,9 @@ def test_evaluate_predict_and_report(runs: Path, capsys: pytest.CaptureFixture[s
     assert main(["evaluate", str(checkpoint), "--out", str(runs / "eval.json")]) == 0
     assert "mIoU (7)" in capsys.readouterr().out
     assert json.loads((runs / "eval.json").read_text())["class_set"] == "cityscapes7"
+    assert main(["evaluate", str(checkpoint), "--head", "mmdl", "--out", str(runs / "eval_mmdl.json")]) == 0
+    assert "mmdl head" in capsys.readouterr().out
+    assert json.loads((runs / "eval_mmdl.json").read_text())["head"] == "mmdl"
     assert main(["pseudo-label", str(checkpoint), "--out", str(runs / "pl"), "--portion", "0.5"]) == 0
     assert "% of the predicted pixels kept" in capsys.readouterr().out
     manifest = json.loads((runs / "pl" / "manifest.json").read_text())

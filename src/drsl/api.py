@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,23 +165,35 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
 def evaluate_checkpoint(
     checkpoint: str | Path, config: str | Path | None = None, overrides: list[str] | None = None,
-    device: str = "auto",
+    device: str = "auto", head: str = "segmentation",
 ) -> dict[str, Any]:
-    """mIoU of a checkpoint on its config's val set, for each evaluation subset (e.g. 19/16/13)."""
+    """mIoU of a checkpoint on its config's val set, for each evaluation subset (e.g. 19/16/13).
+
+    ``head``: the segmentation head, or a DRSL model's MMDL head (its class posterior) or the
+    product of both (:data:`drsl.adaptation.posterior.HEADS`).
+    """
+    from drsl.adaptation.posterior import HEADS, head_probabilities
     from drsl.data.registry import build_dataset
     from drsl.evaluation.evaluate import config_prob_fn, evaluate
 
+    if head not in HEADS:
+        raise ConfigError(f"head must be one of {HEADS}, got {head!r}")
     model = load_model(checkpoint, config, overrides, device)
+    if head != "segmentation" and not model.has_modes:
+        raise CheckpointError(f"{checkpoint} has no MMDL head (not a DRSL model): the {head!r} head needs one")
     dist = init_distributed(device)
     if model.config.data.val is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.val: pass --config or data.val=...")
+    segmentor, regularizer = model.module.segmentor, model.module.regularizer
+    other = None if head == "segmentation" else partial(head_probabilities, segmentor, regularizer, head=head)
     summary, matrix = evaluate(
-        config_prob_fn(model.module.segmentor, model.config, model.device),
+        config_prob_fn(segmentor, model.config, model.device, other),
         build_dataset(model.config.data.val, model.classes), model.config.eval,
         dataclasses.replace(dist, device=model.device), model.classes,
         model.config.data.eval_subsets, model.config.data.num_workers, progress=True,
     )
     summary["confusion_matrix"] = matrix.tolist()
+    summary["head"] = head
     return summary
 
 

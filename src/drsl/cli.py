@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="19/16/13-class mIoU of a checkpoint on its val set")
     _add_config_source(evaluate)
     _add_inference_options(evaluate)
+    evaluate.add_argument("--head", choices=["segmentation", "mmdl", "product"], default="segmentation",
+                          help="the class posterior evaluated: a DRSL model's MMDL head, or its product with "
+                               "the segmentation head, instead of the segmentation head")
     evaluate.add_argument("--out", help="write the JSON summary here")
 
     pseudo = sub.add_parser("pseudo-label", help="write class-balanced pseudo-labels for a target set")
@@ -237,10 +240,11 @@ def _command_evaluate(args: argparse.Namespace) -> int:
 
     if args.out:
         check_writable(args.out)
-    summary = evaluate_checkpoint(args.checkpoint, args.config, _inference_overrides(args), args.device)
+    summary = evaluate_checkpoint(args.checkpoint, args.config, _inference_overrides(args), args.device, args.head)
     from drsl.evaluation.metrics import format_table
 
-    print(format_table(summary, f"{args.checkpoint} on its validation set"))
+    head = "" if args.head == "segmentation" else f", {args.head} head"
+    print(format_table(summary, f"{args.checkpoint} on its validation set{head}"))
     if args.out:
         atomic_write_json(args.out, summary)
     return 0

@@ -16,6 +16,8 @@ from drsl.data.labels import IGNORE_INDEX
 from drsl.models.segmentor import Segmentor
 
 FUSIONS = ("none", "agree", "product")
+#: The class posteriors a DRSL model can be evaluated with (``drsl evaluate --head``).
+HEADS = ("segmentation", "mmdl", "product")
 
 
 def head_posteriors(segmentor: Segmentor, regularizer: nn.Module | None, images: Tensor, fusion: str) -> Tensor:
@@ -26,6 +28,24 @@ def head_posteriors(segmentor: Segmentor, regularizer: nn.Module | None, images:
     if not uses_mmdl(fusion, regularizer):
         return probs
     return torch.cat([probs, regularizer.class_posterior(output.features).float()], dim=1)  # type: ignore[union-attr]
+
+
+def head_probabilities(segmentor: Segmentor, regularizer: nn.Module | None, images: Tensor, head: str) -> Tensor:
+    """Float32 class probabilities (B, C, h, w) of one ``head``: the segmentation softmax, the MMDL
+    head's class posterior, or the normalised product of both (per inference pass)."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if head != "segmentation" and regularizer is None:
+        raise ValueError(f"the {head!r} head needs an MMDL head (a DRSL model)")
+    output = segmentor(images)
+    probs = F.softmax(output.logits.float(), dim=1)
+    if head == "segmentation":
+        return probs
+    mmdl = regularizer.class_posterior(output.features).float()  # type: ignore[union-attr]
+    if head == "mmdl":
+        return mmdl
+    product = probs * mmdl
+    return product / product.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def uses_mmdl(fusion: str, regularizer: nn.Module | None) -> bool:

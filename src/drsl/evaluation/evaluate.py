@@ -116,23 +116,30 @@ def flat_scalars(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def segmentor_prob_fn(segmentor: torch.nn.Module, amp: str = "none", channels_last: bool = False) -> ProbFn:
+def segmentor_prob_fn(
+    segmentor: torch.nn.Module, amp: str = "none", channels_last: bool = False, head: ProbFn | None = None
+) -> ProbFn:
     """Softmax probabilities (float32) of a segmentor's logits, its forward under autocast
-    (``amp`` "bf16"/"fp16", or "none") and on NHWC inputs when ``channels_last``."""
+    (``amp`` "bf16"/"fp16", or "none") and on NHWC inputs when ``channels_last``. ``head`` maps
+    images to other class probabilities of the same model (another head's), used instead."""
     dtype = AMP_DTYPES.get(amp)
 
     def probs(images: Tensor) -> Tensor:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, dtype):
+            if head is not None:
+                return head(images).float()
             logits = segmentor(images).logits
         return torch.softmax(logits.float(), dim=1)
 
     return probs
 
 
-def config_prob_fn(segmentor: torch.nn.Module, config: Config, device: torch.device) -> ProbFn:
+def config_prob_fn(
+    segmentor: torch.nn.Module, config: Config, device: torch.device, head: ProbFn | None = None
+) -> ProbFn:
     """:func:`segmentor_prob_fn` as a config asks on ``device``: ``eval.amp`` ("train": as
     ``train.amp``) and the memory layout of ``train.channels_last``."""
     amp = config.train.amp if config.eval.amp == "train" else config.eval.amp
-    return segmentor_prob_fn(segmentor, amp, conv_settings(config.train, device)[0])
+    return segmentor_prob_fn(segmentor, amp, conv_settings(config.train, device)[0], head)
