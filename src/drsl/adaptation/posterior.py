@@ -20,14 +20,21 @@ FUSIONS = ("none", "agree", "product")
 HEADS = ("segmentation", "mmdl", "product")
 
 
+def both_heads(segmentor: Segmentor, regularizer: nn.Module | None, images: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Float32 segmentation softmax and MMDL class posterior (None without a regulariser), each
+    (B, C, h, w), from one forward."""
+    output = segmentor(images)
+    probs = F.softmax(output.logits.float(), dim=1)
+    if regularizer is None:
+        return probs, None
+    return probs, regularizer.class_posterior(output.features).float()
+
+
 def head_posteriors(segmentor: Segmentor, regularizer: nn.Module | None, images: Tensor, fusion: str) -> Tensor:
     """Float32 posteriors at feature resolution: (B, C, h, w), or (B, 2C, h, w) with the MMDL
     class posterior stacked after the segmentation softmax when ``fusion`` needs it."""
-    output = segmentor(images)
-    probs = F.softmax(output.logits.float(), dim=1)
-    if not uses_mmdl(fusion, regularizer):
-        return probs
-    return torch.cat([probs, regularizer.class_posterior(output.features).float()], dim=1)  # type: ignore[union-attr]
+    probs, mmdl = both_heads(segmentor, regularizer if uses_mmdl(fusion, regularizer) else None, images)
+    return probs if mmdl is None else torch.cat([probs, mmdl], dim=1)
 
 
 def head_probabilities(segmentor: Segmentor, regularizer: nn.Module | None, images: Tensor, head: str) -> Tensor:
@@ -37,11 +44,9 @@ def head_probabilities(segmentor: Segmentor, regularizer: nn.Module | None, imag
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if head != "segmentation" and regularizer is None:
         raise ValueError(f"the {head!r} head needs an MMDL head (a DRSL model)")
-    output = segmentor(images)
-    probs = F.softmax(output.logits.float(), dim=1)
-    if head == "segmentation":
+    probs, mmdl = both_heads(segmentor, None if head == "segmentation" else regularizer, images)
+    if mmdl is None:
         return probs
-    mmdl = regularizer.class_posterior(output.features).float()  # type: ignore[union-attr]
     if head == "mmdl":
         return mmdl
     product = probs * mmdl
