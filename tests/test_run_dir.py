@@ -126,7 +126,7 @@ def test_resume_keeps_the_recorded_config_and_logs_each_row_once(
     work = tmp_path / "r"
     run_training(load_config(resolve_config_path("synth/source_only"), args(data, work)))
     before = snapshot(work)
-    # The packaged config says 400 iterations: a bare resume keeps the run's 2 and has nothing to do.
+    # The packaged config says 1500 iterations: a bare resume keeps the run's 2 and has nothing to do.
     assert main(["train", "synth/source_only", f"--work-dir={work}", "--resume"]) == 0
     assert snapshot(work) == before
     code, err = train([*args(data, work, iterations=3), "--resume"], capsys)
