@@ -158,6 +158,23 @@ def test_fuse_agree_vetoes_and_product_ranks_the_fused_posterior():
     assert torch.equal(fuse(stacked, 3, "none")[0], seg.argmax(1))
 
 
+def test_fuse_confident_vetoes_only_where_the_mmdl_head_is_the_surer_one():
+    generator = torch.Generator().manual_seed(0)
+    seg = torch.softmax(4 * torch.randn(2, 5, 6, 7, generator=generator), 1)
+    mmdl = torch.softmax(4 * torch.randn(2, 5, 6, 7, generator=generator), 1)
+    pred, score = fuse(torch.cat([seg, mmdl], 1), 5, "confident")
+    seg_np, mmdl_np = seg.numpy(), mmdl.numpy()
+    disagree = seg_np.argmax(1) != mmdl_np.argmax(1)
+    surer = mmdl_np.max(1) > seg_np.max(1)
+    expected = np.where(disagree & surer, 255, seg_np.argmax(1))
+    assert (disagree & surer).any() and (disagree & ~surer).any()  # both branches are exercised
+    np.testing.assert_array_equal(pred.numpy(), expected)
+    others = np.sort(seg_np.astype(np.float64), axis=1)[:, :-1].sum(1)  # 1 - p, exactly
+    np.testing.assert_allclose(score.numpy(), np.log(others + seg_np.max(1)) - np.log(others), rtol=1e-4)
+    agree = fuse(torch.cat([seg, mmdl], 1), 5, "agree")[0].numpy()
+    assert ((agree == 255) >= (pred.numpy() == 255)).all()  # a subset of agree's vetoes
+
+
 # ---------------------------------------------------------------- threshold rule and histogram
 
 

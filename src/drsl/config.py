@@ -264,10 +264,11 @@ class PseudoLabelConfig:
     portion_start: Portion = 0.2
     portion_step: Annotated[float, Bounds(0, 1)] = 0.1
     portion_max: Portion = 0.5
-    #: MMDL fusion into selection: none, agree (both heads must agree), product (fused posterior).
+    #: MMDL fusion into selection: none, agree (both heads must agree), confident (veto only where
+    #: the MMDL head disagrees and is the more confident head), product (fused posterior).
     #: It starts once the MMDL head is trained: from round 1 (rounds host) or after
     #: adapt.drsl.warmup_iters iterations (online host).
-    fusion: Literal["none", "agree", "product"] = "agree"
+    fusion: Literal["none", "agree", "confident", "product"] = "agree"
     flip: bool = False
     scales: Scales = field(default_factory=lambda: [1.0])
 

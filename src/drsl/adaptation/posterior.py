@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from drsl.data.labels import IGNORE_INDEX
 from drsl.models.segmentor import Segmentor
 
-FUSIONS = ("none", "agree", "product")
+FUSIONS = ("none", "agree", "confident", "product")
 #: The class posteriors a DRSL model can be evaluated with (``drsl evaluate --head``).
 HEADS = ("segmentation", "mmdl", "product")
 
@@ -78,7 +78,8 @@ def fuse(posteriors: Tensor, num_classes: int, fusion: str, inplace: bool = Fals
     ``posteriors`` is (B, C, H, W) or, with the MMDL posterior stacked (see
     :func:`head_posteriors`), (B, 2C, H, W). ``fusion``: "none" or a single map uses the
     segmentation head alone; "agree" vetoes (class ``IGNORE_INDEX``) every pixel where the two
-    heads' argmax differ; "product" ranks the normalised product of both posteriors.
+    heads' argmax differ; "confident" only those where, in addition, the MMDL head's top posterior
+    exceeds the segmentation head's; "product" ranks the normalised product of both posteriors.
 
     The score is ``-log(1 - p)`` of the kept posterior's maximum p, computed as
     ``-log(sum of the other classes' posteriors)`` so that it keeps resolving confidences whose p
@@ -95,7 +96,10 @@ def fuse(posteriors: Tensor, num_classes: int, fusion: str, inplace: bool = Fals
     tiny = torch.finfo(torch.float32).tiny
     # p = top / (top + others): -log(1 - p) = log(top + others) - log(others).
     score = (torch.log((top + others).clamp_min(tiny)) - torch.log(others.clamp_min(tiny))).clamp_min(0.0)
-    if posteriors.shape[1] == 2 * num_classes and fusion == "agree":
-        mmdl_class = max_over_classes(posteriors[:, num_classes:].float())[1]
-        predicted = torch.where(mmdl_class == predicted, predicted, IGNORE_INDEX)
+    if posteriors.shape[1] == 2 * num_classes and fusion in ("agree", "confident"):
+        mmdl_top, mmdl_class = max_over_classes(posteriors[:, num_classes:].float())
+        vetoed = mmdl_class != predicted
+        if fusion == "confident":
+            vetoed &= mmdl_top > top
+        predicted = torch.where(vetoed, IGNORE_INDEX, predicted)
     return predicted, score
