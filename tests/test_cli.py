@@ -135,3 +135,16 @@ def test_demo_runs_the_equal_budget_control_as_long_as_the_mixing_host(tmp_path)
     control = VARIANTS["source_only_continued"]
     config = synth_config(control.config, tmp_path, tmp_path / "run", 0, list(control.overrides))
     assert config.adapt.method == "source_only"
+
+
+def test_fusion_names_agree_across_cli_config_and_fuse():
+    import typing
+
+    from drsl.adaptation.posterior import FUSIONS
+    from drsl.config import PseudoLabelConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    fusion = next(a for a in sub.choices["pseudo-label"]._actions if a.dest == "fusion")
+    literal = typing.get_type_hints(PseudoLabelConfig)["fusion"]
+    assert list(fusion.choices) == list(FUSIONS) == list(typing.get_args(literal))
