@@ -58,6 +58,7 @@ def test_source_only_writes_run_directory(source_checkpoint: Path) -> None:
     assert list((work / "tb").iterdir())
     recorded = json.loads((work / "environment.json").read_text())
     assert recorded["torch_threads"] == torch.get_num_threads()
+    assert recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert recorded["packages"]["timm"] and recorded["packages"]["torch"] == torch.__version__.split("+")[0]
     summary = read_eval(work)
     assert set(summary["miou"]) == {"19", "16", "13"} and len(summary["confusion_matrix"]) == 19

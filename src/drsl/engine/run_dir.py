@@ -57,8 +57,20 @@ def git_hash() -> str | None:
     return out.stdout.strip() or None
 
 
+def cpu_model() -> str | None:
+    """The processor's model name as Linux reports it (``/proc/cpuinfo``), else ``platform``'s."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment() -> dict[str, object]:
-    """Python, platform, package versions and torch's CPU thread count (it changes float sums)."""
+    """Python, platform, package versions, and what changes float sums on a CPU: torch's thread
+    count and the vector instruction set its kernels dispatch to (AVX2, AVX512, ...)."""
     import torch  # kept out of this module's import: run-folder handling does not need it
 
     versions = {}
@@ -72,6 +84,8 @@ def environment() -> dict[str, object]:
         "platform": platform.platform(),
         "packages": versions,
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
         "git": git_hash(),
         "argv": sys.argv,
     }
