@@ -69,7 +69,7 @@ def test_mixing_hosts_train_the_daformer_network(method: str, synth_root: Path, 
         resolve_config_path(f"gta5_cityscapes/{method}"),
         overrides(synth_root, tmp_path, "mit_b0") + [f"model.pretrained={mit_b0_file}", "adapt.drsl.warmup_iters=0"],
     )
-    assert config.adapt.host == "mix" and config.adapt.mix.fd_weight > 0
+    assert config.adapt.host == "mix" and config.adapt.feature_distance.weight > 0
     summary = run_training(config)
     assert summary["iteration"] == 2 and "19" in read_eval(tmp_path)["miou"]
     logged = (tmp_path / "metrics.jsonl").read_text()

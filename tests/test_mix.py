@@ -88,7 +88,7 @@ def imagenet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", ["mix", "drsl_mix"])
 def test_mixing_host_runs_end_to_end(name: str, data_root: Path, imagenet_file: Path, tmp_path: Path) -> None:
-    extra = ["adapt.mix.fd_weight=0.01", f"model.pretrained={imagenet_file}"] if name == "mix" else []
+    extra = ["adapt.feature_distance.weight=0.01", f"model.pretrained={imagenet_file}"] if name == "mix" else []
     summary = run_training(load_config(resolve_config_path(f"synth/{name}"), overrides(data_root, tmp_path, 4, *extra)))
     assert summary["iteration"] == 4 and "miou" in summary
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -125,28 +125,70 @@ def test_mixing_needs_equal_crops_and_imagenet_weights_for_the_feature_distance(
     with pytest.raises(ConfigError, match="crop_size"):
         load_config(resolve_config_path("synth/mix"), overrides(data_root, tmp_path, 2, "data.target_augment.crop_size=[32,40]"))
     with pytest.raises(ConfigError, match="model.pretrained"):
-        load_config(resolve_config_path("synth/mix"), overrides(data_root, tmp_path, 2, "adapt.mix.fd_weight=0.1"))
+        load_config(resolve_config_path("synth/mix"), overrides(data_root, tmp_path, 2, "adapt.feature_distance.weight=0.1"))
+    with pytest.raises(ConfigError, match="adapt.host=rounds"):  # the rounds host has no use for it
+        load_config(resolve_config_path("synth/cbst"), overrides(
+            data_root, tmp_path, 2, "adapt.feature_distance.weight=0.1", "model.pretrained=weights.pth",
+        ))
 
 
 def test_feature_distance_against_an_independent_computation(data_root: Path, imagenet_file: Path, tmp_path: Path) -> None:
     config = load_config(resolve_config_path("synth/mix"), overrides(
-        data_root, tmp_path, 2, "adapt.mix.fd_weight=0.01", f"model.pretrained={imagenet_file}", "adapt.mix.fd_classes=[13]",
+        data_root, tmp_path, 2, "adapt.feature_distance.weight=0.01", f"model.pretrained={imagenet_file}",
+        "adapt.feature_distance.classes=[13]",
     ))
     module = build_module(config).eval()
+    distance = module.imagenet_distance
+    assert distance is not None
     images = torch.rand(2, 3, 32, 32)
     features = module.segmentor.encode(images)[-1]
     with torch.no_grad():
         frozen = build_module(config).segmentor.encode(images)[-1]  # the ImageNet weights, untrained
-        with torch.no_grad():
-            for param in module.segmentor.encoder.parameters():
-                param.add_(0.05)
+        for param in module.segmentor.encoder.parameters():
+            param.add_(0.05)
         moved = module.segmentor.encode(images)[-1]
     cars = torch.full((2, 32, 32), 13)
-    assert module.feature_distance(features, images, cars).item() == pytest.approx(0.0, abs=1e-6)
+    assert distance(module.segmentor, features, images, cars).item() == pytest.approx(0.0, abs=1e-6)
     expected = (moved - frozen).norm(dim=1).mean()
-    assert module.feature_distance(moved, images, cars).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert distance(module.segmentor, moved, images, cars).item() == pytest.approx(expected.item(), rel=1e-5)
     roads = torch.zeros(2, 32, 32, dtype=torch.long)
-    assert module.feature_distance(moved, images, roads).item() == 0.0  # not an fd class
+    assert distance(module.segmentor, moved, images, roads).item() == 0.0  # not one of the classes
+
+
+def test_source_only_step_adds_the_weighted_feature_distance(data_root: Path, imagenet_file: Path, tmp_path: Path) -> None:
+    """Source-only training with the feature distance: its loss is the cross-entropy plus the
+    weight times the distance to the frozen ImageNet encoder, computed here independently; the
+    frozen copy never reaches a checkpoint."""
+    weights = ["adapt.feature_distance.weight=0.5", f"model.pretrained={imagenet_file}", "adapt.feature_distance.classes=[0,13]"]
+    config = load_config(resolve_config_path("synth/source_only"), overrides(data_root, tmp_path / "fd", 2, *weights))
+    module = build_module(config).train()
+    frozen = build_module(config).segmentor.encoder.eval()
+    with torch.no_grad():
+        for param in module.segmentor.encoder.parameters():
+            param.add_(0.05)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    cells = torch.randint(0, 19, (2, 4, 4))  # one class per 8x8 cell of the stride-8 map
+    cells[0, :2] = 13
+    labels = cells.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    output = module({"source": {"image": images, "label": labels}})
+    floats = images.float() / 255
+    logits = module.segmentor(floats).logits
+    cross_entropy = torch.nn.functional.cross_entropy(
+        torch.nn.functional.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False), labels,
+    )
+    features = module.segmentor.encode(floats)[-1]
+    with torch.no_grad():
+        reference = frozen(module.segmentor.normalize(floats))[-1]
+    assert features.shape[-2:] == cells.shape[-2:]
+    selected = torch.isin(cells, torch.tensor([0, 13])).float()
+    distance = ((features - reference).norm(dim=1) * selected).sum() / selected.sum()
+    assert selected.sum() > 0 and distance > 0
+    assert output.logs["feature_distance"].item() == pytest.approx(distance.item(), rel=1e-4)
+    assert output.loss.item() == pytest.approx((cross_entropy + 0.5 * distance).item(), rel=1e-4)
+    summary = run_training(config)
+    assert summary["iteration"] == 2
+    assert "train/feature_distance" in (tmp_path / "fd" / "metrics.jsonl").read_text()
+    assert not any("imagenet" in k or "distance" in k for k in run_weights(tmp_path / "fd"))
 
 
 def test_the_regulariser_reads_confident_or_all_target_pixels(data_root: Path, tmp_path: Path) -> None:

@@ -316,14 +316,21 @@ class MixConfig:
     jitter_strength: Annotated[float, Bounds(0, 1)] = 0.2
     jitter_prob: Probability = 0.2
     blur_prob: Probability = 0.5
-    #: ImageNet feature distance (DAFormer) for pretrained encoders: weight (0 = off) of the
-    #: distance between the encoder's deepest features and those of a frozen copy of its
-    #: ImageNet weights (model.pretrained), on source pixels of ``fd_classes``.
-    fd_weight: NonNegative = 0.0
-    fd_classes: list[NonNegativeInt] = field(default_factory=lambda: [6, 7, 11, 12, 13, 14, 15, 16, 17, 18])
     #: The target pixels of the mixed crop that the DRSL regulariser reads (MMDL and mode
     #: alignment): those above ``confidence_threshold`` or every pixel the teacher labels.
     drsl_target: Literal["confident", "all"] = "confident"
+
+
+@dataclass
+class FeatureDistanceConfig:
+    """ImageNet feature distance (DAFormer) for pretrained encoders, in source-only training and
+    the mixing host: the distance between the encoder's deepest features of the source crops and
+    those of a frozen copy of its ImageNet weights (model.pretrained)."""
+
+    #: Weight of the distance in the loss (0 = off; DAFormer: 0.005).
+    weight: NonNegative = 0.0
+    #: The classes whose source pixels it is measured on (DAFormer: the thing classes).
+    classes: list[NonNegativeInt] = field(default_factory=lambda: [6, 7, 11, 12, 13, 14, 15, 16, 17, 18])
 
 
 @dataclass
@@ -345,6 +352,7 @@ class AdaptConfig:
     online_portion: Portion = 0.5
     pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     mix: MixConfig = field(default_factory=MixConfig)
+    feature_distance: FeatureDistanceConfig = field(default_factory=FeatureDistanceConfig)
     drsl: DRSLConfig = field(default_factory=DRSLConfig)
 
 
@@ -379,8 +387,10 @@ def check_config(config: Config) -> Config:
          f"adapt.host=mix pastes source pixels onto target crops: data.source_augment.crop_size="
          f"{config.data.source_augment.crop_size} must equal data.target_augment.crop_size="
          f"{config.data.target_augment.crop_size}"),
-        (adapt.host == "mix" and adapt.mix.fd_weight > 0 and not config.model.pretrained,
-         "adapt.mix.fd_weight > 0 compares features with the encoder's ImageNet weights: set model.pretrained"),
+        (adapt.feature_distance.weight > 0 and not config.model.pretrained,
+         "adapt.feature_distance.weight > 0 compares features with the encoder's ImageNet weights: set model.pretrained"),
+        (adapt.feature_distance.weight > 0 and adapt.method != "source_only" and adapt.host != "mix",
+         f"adapt.feature_distance is used by source-only training and the mixing host, not adapt.host={adapt.host}"),
         (pseudo.portion_start > pseudo.portion_max,
          f"adapt.pseudo_label.portion_start={pseudo.portion_start} exceeds portion_max={pseudo.portion_max}"),
         (evaluation.mode == "slide" and any(s > c for s, c in zip(evaluation.stride, evaluation.crop_size)),

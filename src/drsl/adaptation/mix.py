@@ -32,17 +32,15 @@ from drsl.adaptation.classmix import (
     step_generator,
 )
 from drsl.adaptation.context import RunContext, batches, hide_target_labels, joint_batches, source_batches
-from drsl.adaptation.drsl.regularizer import downsample_labels
 from drsl.adaptation.pseudo_label_pass import report_teacher_quality
 from drsl.adaptation.pseudo_labels import LEVELS_PER_NAT
 from drsl.adaptation.self_training import SelfTrainingModule, segmentation_loss, to_float_images
-from drsl.config import Config, ConfigError
+from drsl.config import Config
 from drsl.data.labels import IGNORE_INDEX
 from drsl.data.transforms import build_train_transform
-from drsl.engine.distributed import global_mean
 from drsl.engine.sampling import SeededView
 from drsl.engine.trainer import StepOutput
-from drsl.models.segmentor import Segmentor, build_model
+from drsl.models.segmentor import Segmentor
 
 
 class MixTrainingModule(SelfTrainingModule):
@@ -52,21 +50,10 @@ class MixTrainingModule(SelfTrainingModule):
     def __init__(self, segmentor: Segmentor, config: Config, regularizer: nn.Module | None = None) -> None:
         super().__init__(segmentor, config, regularizer)
         settings = config.adapt.mix
-        if settings.fd_weight > 0 and any(c >= self.num_classes for c in settings.fd_classes):
-            raise ConfigError(f"adapt.mix.fd_classes={settings.fd_classes} holds classes >= the class set's {self.num_classes}")
         self.settings = settings
         self.seed = config.seed
         self.strong = StrongAugment(settings.jitter_strength, settings.jitter_prob, settings.blur_prob)
-        # The frozen ImageNet encoder of the feature distance, kept out of the module tree: it is
-        # rebuilt from model.pretrained, so checkpoints and DDP leave it alone.
-        self._imagenet = [build_model(config.model).encoder.requires_grad_(False).eval()] if settings.fd_weight > 0 else []
-        self.register_buffer("fd_classes", torch.tensor(settings.fd_classes, dtype=torch.long), persistent=False)
         self._micro = (-1, 0)  # (iteration, micro-batch within it): one mixing draw each
-
-    @property
-    def imagenet(self) -> nn.Module | None:
-        """The frozen ImageNet encoder (None without the feature distance)."""
-        return self._imagenet[0] if self._imagenet else None
 
     def _generators(self, iteration: int, count: int) -> list[torch.Generator]:
         """One generator per image of this micro-batch, keyed by the image's position in the
@@ -113,25 +100,9 @@ class MixTrainingModule(SelfTrainingModule):
             )
             loss = loss + reg_loss
             logs.update({f"drsl/{k}": v for k, v in reg_logs.items()})
-        if self.imagenet is not None:
-            fd = self.feature_distance(maps[-1][:n], source_images, source_labels)
-            loss = loss + self.settings.fd_weight * fd
-            logs["feature_distance"] = fd.detach()
+        loss, logs = self.add_feature_distance(loss, logs, maps[-1][:n], source_images, source_labels)
         logs["loss"] = loss.detach()
         return StepOutput(loss, logs)
-
-    def feature_distance(self, features: Tensor, images: Tensor, labels: Tensor) -> Tensor:
-        """Mean L2 distance between the student's deepest encoder features of the source images
-        and the frozen ImageNet encoder's, over the feature cells whose (majority) label is one of
-        ``fd_classes`` (DAFormer's thing-class feature distance)."""
-        assert self.imagenet is not None
-        encoder = self.imagenet.to(images.device)
-        with torch.no_grad():
-            reference = encoder(self.segmentor.normalize(images))[-1]
-        distance = (features.float() - reference.float()).norm(dim=1)
-        cells = downsample_labels(labels, tuple(features.shape[-2:]), self.num_classes)
-        selected = torch.isin(cells, self.fd_classes).float()
-        return global_mean((distance * selected).sum(), selected.sum())
 
 
 def run_mix(ctx: RunContext) -> None:

@@ -1,7 +1,8 @@
 """The training module shared by every method: supervised source loss, optional target loss on
 pseudo-labels (from files or from an EMA teacher), optional DRSL regulariser.
 
-source-only / oracle: CE(source). CBST: + lambda_target * CE(target, pseudo-labels).
+source-only / oracle: CE(source), optionally + the ImageNet feature distance
+(``adapt.feature_distance``). CBST: + lambda_target * CE(target, pseudo-labels).
 DRSL: + the regulariser's lambda_mm * MMDL + lambda_sma * SMA (it weighs its own terms).
 """
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drsl.adaptation.ema import EMATeacher
+from drsl.adaptation.feature_distance import ImageNetFeatureDistance
 from drsl.adaptation.posterior import fuse, head_posteriors
 from drsl.adaptation.pseudo_labels import select_class_balanced
 from drsl.config import Config, OptimConfig
@@ -61,6 +63,10 @@ class SelfTrainingModule(nn.Module):
         self.teacher = teacher
         self.adapt = config.adapt
         self.num_classes = config.model.num_classes
+        #: Not an nn.Module, so its frozen encoder stays out of checkpoints and DDP.
+        self.imagenet_distance = (
+            ImageNetFeatureDistance(config) if config.adapt.feature_distance.weight > 0 else None
+        )
 
     @property
     def uses_target(self) -> bool:
@@ -116,14 +122,28 @@ class SelfTrainingModule(nn.Module):
         predicted, score = self.teacher_predictions(target_images, size, iteration)
         return select_class_balanced(predicted, score, self.num_classes, self.adapt.online_portion)
 
+    def add_feature_distance(
+        self, loss: Tensor, logs: dict[str, Tensor | float], features: Tensor, images: Tensor, labels: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """``loss`` plus the weighted ImageNet feature distance of the source crops ``images``
+        (``features``: their deepest encoder map), logged as ``feature_distance``; unchanged
+        when it is off."""
+        if self.imagenet_distance is None:
+            return loss, logs
+        distance = self.imagenet_distance(self.segmentor, features, images, labels)
+        logs["feature_distance"] = distance.detach()
+        return loss + self.imagenet_distance.weight * distance, logs
+
     def forward(self, batch: dict[str, Any], iteration: int = 0) -> StepOutput:
         """Losses for one (micro-)batch ``{"source": {...}, "target": {...}}``."""
         source = batch["source"]
         source_images = to_float_images(source["image"])
         if not self.uses_target:
-            output = self.segmentor(source_images)
-            loss = segmentation_loss(output.logits, source["label"])
-            return StepOutput(loss, {"loss_source": loss.detach()})
+            maps = self.segmentor.encode(source_images)
+            logits, _ = self.segmentor.decoder(maps)
+            loss = segmentation_loss(logits, source["label"])
+            logs: dict[str, Tensor | float] = {"loss_source": loss.detach()}
+            return StepOutput(*self.add_feature_distance(loss, logs, maps[-1], source_images, source["label"]))
 
         target = batch["target"]
         target_images = to_float_images(target["image"])

@@ -1,0 +1,45 @@
+"""ImageNet feature distance (DAFormer, Hoyer et al. 2022): keep a pretrained encoder's deepest
+features of the source crops near those of a frozen copy of its ImageNet weights.
+
+In the mixing host it guards the thing classes' ImageNet knowledge during adaptation (DAFormer);
+in source-only training it is a domain-generalisation lever (synthetic-to-real generalisation
+keeps ImageNet representations, as in ASG, Chen et al. 2020). The frozen copy is rebuilt from
+``model.pretrained`` and kept out of the module tree, so checkpoints and DDP never see it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from drsl.adaptation.drsl.regularizer import downsample_labels
+from drsl.config import Config, ConfigError
+from drsl.engine.distributed import global_mean
+from drsl.models.segmentor import Segmentor, build_model
+
+
+class ImageNetFeatureDistance:
+    """Mean L2 distance between an encoder's deepest features and its frozen ImageNet copy's, over
+    the feature cells whose majority label is one of ``adapt.feature_distance.classes``."""
+
+    def __init__(self, config: Config) -> None:
+        settings, num_classes = config.adapt.feature_distance, int(config.model.num_classes or 0)
+        if any(c >= num_classes for c in settings.classes):
+            raise ConfigError(
+                f"adapt.feature_distance.classes={settings.classes} holds classes >= the class set's {num_classes}"
+            )
+        self.weight = settings.weight
+        self.num_classes = num_classes
+        self.classes = torch.tensor(settings.classes, dtype=torch.long)
+        self.encoder: nn.Module = build_model(config.model).encoder.requires_grad_(False).eval()
+
+    def __call__(self, segmentor: Segmentor, features: Tensor, images: Tensor, labels: Tensor) -> Tensor:
+        """The distance for ``features`` (the student's deepest encoder map of ``images``, RGB in
+        [0, 1]) on the cells of ``labels`` (label resolution) that hold one of the classes."""
+        self.encoder.to(images.device)
+        with torch.no_grad():
+            reference = self.encoder(segmentor.normalize(images))[-1]
+        distance = (features.float() - reference.float()).norm(dim=1)
+        cells = downsample_labels(labels, tuple(features.shape[-2:]), self.num_classes)
+        selected = torch.isin(cells, self.classes.to(cells.device)).float()
+        return global_mean((distance * selected).sum(), selected.sum())
