@@ -21,6 +21,15 @@ def test_base_layers_then_file_then_overrides(tmp_path: Path) -> None:
     assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
 
 
+def test_exponent_notation_without_a_dot_is_a_float(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e-4 as a string; a float key takes it as the number, a str key keeps it."""
+    (tmp_path / "run.yaml").write_text("optim: {lr: 6e-5}\n")
+    config = load_config(tmp_path / "run.yaml", ["adapt.drsl.kappa=1E+1", "name=2e3"])
+    assert config.optim.lr == 6e-5 and config.adapt.drsl.kappa == 10.0 and config.name == "2e3"
+    with pytest.raises(ConfigError, match="expected float"):
+        load_config(None, ["optim.lr=1e"])
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -402,6 +403,10 @@ def check_config(config: Config) -> Config:
     return config
 
 
+#: Numbers in exponent notation without a dot (1e-4), which YAML 1.1 leaves as strings.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
     """Return ``value`` coerced to ``annotation`` (int -> float only), or raise ConfigError."""
     origin = typing.get_origin(annotation)
@@ -436,6 +441,8 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         return merge_dict(annotation(), value, prefix=f"{key}.")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if annotation is float and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
     if annotation in (int, float, str, bool):
