@@ -162,7 +162,7 @@ def test_source_only_step_adds_the_weighted_feature_distance(data_root: Path, im
     weights = ["adapt.feature_distance.weight=0.5", f"model.pretrained={imagenet_file}", "adapt.feature_distance.classes=[0,13]"]
     config = load_config(resolve_config_path("synth/source_only"), overrides(data_root, tmp_path / "fd", 2, *weights))
     module = build_module(config).train()
-    frozen = build_module(config).segmentor.encoder.eval()
+    frozen = build_module(config).segmentor.encoder.train()  # batch statistics, as the student
     with torch.no_grad():
         for param in module.segmentor.encoder.parameters():
             param.add_(0.05)
@@ -170,6 +170,10 @@ def test_source_only_step_adds_the_weighted_feature_distance(data_root: Path, im
     cells = torch.randint(0, 19, (2, 4, 4))  # one class per 8x8 cell of the stride-8 map
     cells[0, :2] = 13
     labels = cells.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    at_start = build_module(config).train()
+    start = at_start.imagenet_distance(at_start.segmentor, at_start.segmentor.encode(images.float() / 255)[-1],
+                                       images.float() / 255, labels)
+    assert start.item() == pytest.approx(0.0, abs=1e-5)  # batch statistics on both sides
     output = module({"source": {"image": images, "label": labels}})
     floats = images.float() / 255
     logits = module.segmentor(floats).logits
@@ -189,6 +193,9 @@ def test_source_only_step_adds_the_weighted_feature_distance(data_root: Path, im
     assert summary["iteration"] == 2
     assert "train/feature_distance" in (tmp_path / "fd" / "metrics.jsonl").read_text()
     assert not any("imagenet" in k or "distance" in k for k in run_weights(tmp_path / "fd"))
+    stored = build_module(config).segmentor.encoder.state_dict()
+    kept = module.imagenet_distance.encoder.state_dict()  # type: ignore[union-attr]
+    assert all(torch.equal(stored[k], kept[k]) for k in stored if "running" in k)  # ImageNet statistics kept
 
 
 def test_the_regulariser_reads_confident_or_all_target_pixels(data_root: Path, tmp_path: Path) -> None:

@@ -5,6 +5,11 @@ In the mixing host it guards the thing classes' ImageNet knowledge during adapta
 in source-only training it is a domain-generalisation lever (synthetic-to-real generalisation
 keeps ImageNet representations, as in ASG, Chen et al. 2020). The frozen copy is rebuilt from
 ``model.pretrained`` and kept out of the module tree, so checkpoints and DDP never see it.
+It normalises as the student does: with the batch's statistics while the student trains (its
+BatchNorm momentum is 0, so its ImageNet statistics never change), with its stored ones in eval
+mode. Otherwise a BatchNorm encoder would start far from its own copy (a distance of about 59
+for EfficientNet-Lite0 at identical weights) and the term would pull the student's batch
+statistics towards ImageNet's instead of keeping its features.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ class ImageNetFeatureDistance:
         self.num_classes = num_classes
         self.classes = torch.tensor(settings.classes, dtype=torch.long)
         self.encoder: nn.Module = build_model(config.model).encoder.requires_grad_(False).eval()
+        for module in self.encoder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.0
 
     def __call__(self, segmentor: Segmentor, features: Tensor, images: Tensor, labels: Tensor) -> Tensor:
         """The distance for ``features`` (the student's deepest encoder map of ``images``, RGB in
         [0, 1]) on the cells of ``labels`` (label resolution) that hold one of the classes."""
-        self.encoder.to(images.device)
+        self.encoder.to(images.device).train(segmentor.encoder.training)
         with torch.no_grad():
             reference = self.encoder(segmentor.normalize(images))[-1]
         distance = (features.float() - reference.float()).norm(dim=1)
