@@ -63,7 +63,7 @@ def _rows(cls: type, prefix: str, instance: Any) -> list[str]:
         nested = next((a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
         key = f"{prefix}{f.name}"
         if nested is not None:
-            rows.append(f"| `{key}` | {nested.__name__} or null | {'null' if value is None else 'see below'} | {comments.get(f.name, (nested.__doc__ or '').strip())} |")
+            rows.append(f"| `{key}` | {nested.__name__} or null | {'null' if value is None else 'see below'} | {comments.get(f.name, ' '.join((nested.__doc__ or '').split()))} |")
             rows += _rows(nested, f"{key}.", value if value is not None else nested())
         else:
             rows.append(f"| `{key}` | {_type_name(annotation)} | `{value!r}` | {comments.get(f.name, '')} |")
