@@ -21,6 +21,19 @@ def test_base_layers_then_file_then_overrides(tmp_path: Path) -> None:
     assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
 
 
+def test_renamed_keys_of_old_run_configs_are_read_under_their_new_names(tmp_path: Path) -> None:
+    """A config recorded before adapt.mix.fd_weight became adapt.feature_distance.weight still loads."""
+    recorded = config_to_dict(load_config(None))
+    recorded["model"]["pretrained"], recorded["adapt"]["host"] = "w.pth", "mix"
+    recorded["adapt"]["mix"].update(fd_weight=0.005, fd_classes=[13])
+    del recorded["adapt"]["feature_distance"]
+    config = config_from_dict(recorded)
+    assert (config.adapt.feature_distance.weight, config.adapt.feature_distance.classes) == (0.005, [13])
+    (tmp_path / "old.yaml").write_text("model: {pretrained: w.pth}\nadapt: {host: mix, mix: {fd_weight: 0.01}}\n")
+    assert load_config(tmp_path / "old.yaml").adapt.feature_distance.weight == 0.01
+    assert load_config(None, ["adapt.mix.fd_classes=[7]"]).adapt.feature_distance.classes == [7]
+
+
 def test_exponent_notation_without_a_dot_is_a_float(tmp_path: Path) -> None:
     """YAML 1.1 reads 1e-4 as a string; a float key takes it as the number, a str key keeps it."""
     (tmp_path / "run.yaml").write_text("optim: {lr: 6e-5}\n")

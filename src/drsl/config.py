@@ -472,6 +472,38 @@ def merge_dict(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
     return obj
 
 
+#: Keys renamed since runs were first recorded: old dotted key -> new one. Files, overrides and the
+#: configs recorded in old run folders and checkpoints are read with the new names.
+RENAMED_KEYS = {
+    "adapt.mix.fd_weight": "adapt.feature_distance.weight",
+    "adapt.mix.fd_classes": "adapt.feature_distance.classes",
+}
+
+
+def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a nested config mapping, changed in place) with each renamed key moved to its new
+    place; a value already at the new place wins."""
+    for old, new in RENAMED_KEYS.items():
+        *path, last = old.split(".")
+        parent: Any = data
+        for key in path:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or last not in parent:
+            continue
+        value = parent.pop(last)
+        *path, last = new.split(".")
+        target = data
+        for key in path:
+            target = target.setdefault(key, {})
+        target.setdefault(last, value)
+    return data
+
+
+def merge_root(config: Config, data: dict[str, Any]) -> Config:
+    """Strictly merge a whole nested config mapping (renamed keys read under their new names)."""
+    return merge_dict(config, rename_keys(data))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -532,7 +564,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         for layer_path, data in _layers(Path(path)):
             try:
-                merge_dict(config, data)
+                merge_root(config, data)
             except ConfigError as exc:
                 raise ConfigError(f"{layer_path}: {exc}") from None
     return apply_overrides(config, overrides or [])
@@ -543,7 +575,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     for text in overrides:
         keys, value = parse_override(text)
         try:
-            merge_dict(config, nest(keys, value))
+            merge_root(config, nest(keys, value))
         except ConfigError as exc:
             raise ConfigError(f"command-line override '{text}': {exc}") from None
     return check_config(config)
@@ -556,7 +588,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from :func:`config_to_dict` output, strictly."""
-    return check_config(merge_dict(Config(), data))
+    return check_config(merge_root(Config(), data))
 
 
 def flat_items(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
