@@ -6,11 +6,14 @@ import argparse
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
+from drsl.adaptation.posterior import FUSIONS
 from drsl.cli import build_parser, main
+from drsl.config import PseudoLabelConfig
 from drsl.commands.help import LazyParser
 from drsl.data.synth.shifts import DEFAULT_SHIFT
 from fixtures import write_gta5
@@ -138,11 +141,6 @@ def test_demo_runs_the_equal_budget_control_as_long_as_the_mixing_host(tmp_path)
 
 
 def test_fusion_names_agree_across_cli_config_and_fuse():
-    import typing
-
-    from drsl.adaptation.posterior import FUSIONS
-    from drsl.config import PseudoLabelConfig
-
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     fusion = next(a for a in sub.choices["pseudo-label"]._actions if a.dest == "fusion")

@@ -19,7 +19,7 @@ from drsl.bench.compare import Plan
 from drsl.bench.variants import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS
 from drsl.commands import bench_speed, export, options, predict, report
 from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
-from drsl.config import ConfigError
+from drsl.config import FUSIONS, ConfigError
 from drsl.data.errors import DataError
 from drsl.data.synth.shifts import DEFAULT_SHIFT, SHIFTS
 from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError, user_error_message
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--out", required=True, help="output folder (pred/, score/, manifest.json with the thresholds)")
     pseudo.add_argument("--portion", type=options.portion, default=0.5, help="portion of each class's pixels kept")
     pseudo.add_argument("--round", type=options.non_negative_int, default=0, help="round index recorded in the manifest")
-    pseudo.add_argument("--fusion", choices=["none", "agree", "confident", "product"], help="MMDL fusion (DRSL checkpoints)")
+    pseudo.add_argument("--fusion", choices=FUSIONS, help="MMDL fusion (DRSL checkpoints)")
     pseudo.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
     pseudo.add_argument("--scales", type=options.positive, nargs="+",
                         help="multi-scale inference, e.g. 0.75 1 1.25 (default: adapt.pseudo_label.scales)")

@@ -82,6 +82,10 @@ Size = Annotated[list[Count], Bounds(length=2)]
 #: A number of classes: class ids stay below 255, the ignore value.
 ClassCount = Annotated[int, Bounds(1, 254)]
 Scales = Annotated[list[Positive], Bounds(min_length=1)]
+#: How the MMDL posterior joins pseudo-label selection (docs/method.md); the CLI and
+#: ``drsl.adaptation.posterior.fuse`` take these names.
+Fusion = Literal["none", "agree", "confident", "product"]
+FUSIONS: tuple[str, ...] = typing.get_args(Fusion)
 
 
 @dataclass
@@ -269,7 +273,7 @@ class PseudoLabelConfig:
     #: the MMDL head disagrees and is the more confident head), product (fused posterior).
     #: It starts once the MMDL head is trained: from round 1 (rounds host) or after
     #: adapt.drsl.warmup_iters iterations (online host).
-    fusion: Literal["none", "agree", "confident", "product"] = "agree"
+    fusion: Fusion = "agree"
     flip: bool = False
     scales: Scales = field(default_factory=lambda: [1.0])
 

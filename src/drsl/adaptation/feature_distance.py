@@ -44,10 +44,14 @@ class ImageNetFeatureDistance:
     def __call__(self, segmentor: Segmentor, features: Tensor, images: Tensor, labels: Tensor) -> Tensor:
         """The distance for ``features`` (the student's deepest encoder map of ``images``, RGB in
         [0, 1]) on the cells of ``labels`` (label resolution) that hold one of the classes."""
-        self.encoder.to(images.device).train(segmentor.encoder.training)
+        if self.classes.device != images.device:  # once: the copy follows the student's device
+            self.encoder.to(images.device)
+            self.classes = self.classes.to(images.device)
+        if self.encoder.training != segmentor.encoder.training:
+            self.encoder.train(segmentor.encoder.training)
         with torch.no_grad():
             reference = self.encoder(segmentor.normalize(images))[-1]
         distance = (features.float() - reference.float()).norm(dim=1)
         cells = downsample_labels(labels, tuple(features.shape[-2:]), self.num_classes)
-        selected = torch.isin(cells, self.classes.to(cells.device)).float()
+        selected = torch.isin(cells, self.classes).float()
         return global_mean((distance * selected).sum(), selected.sum())

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from drsl.config import FUSIONS
 from drsl.data.labels import IGNORE_INDEX
 from drsl.models.segmentor import Segmentor
 
-FUSIONS = ("none", "agree", "confident", "product")
 #: The class posteriors a DRSL model can be evaluated with (``drsl evaluate --head``).
 HEADS = ("segmentation", "mmdl", "product")
 
