@@ -52,6 +52,8 @@ def test_exponent_notation_without_a_dot_is_a_float(tmp_path: Path) -> None:
         ("data.batch_size=[1]", "expected int"),
         ("train", "must look like key.sub=value"),
         ("data.target.root=3", "expected str"),
+        ("model.frozen_stages=2", "keeps loaded weights fixed: set model.pretrained"),
+        ("model.frozen_stages=5", "model.frozen_stages"),
     ],
 )
 def test_strict_errors_name_the_key(override: str, message: str) -> None:

@@ -16,7 +16,7 @@ from drsl.configs import resolve_config_path
 from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import RunLogger
 from drsl.engine.trainer import Trainer, conv_settings
-from drsl.models.batchnorm import FrozenBatchNorm2d, calibrate_batchnorm, freeze_batchnorm
+from drsl.models.batchnorm import FrozenBatchNorm2d, calibrate_batchnorm, freeze_batchnorm, frozen_copy
 from drsl.models.segmentor import build_model, build_segmentor
 from drsl.training import build_module
 
@@ -34,7 +34,7 @@ def trained_batchnorm(channels: int = 8) -> nn.BatchNorm2d:
 
 def test_frozen_batchnorm_keeps_bf16_and_matches_fp32_batchnorm() -> None:
     bn = trained_batchnorm()
-    frozen = FrozenBatchNorm2d.from_batchnorm(bn)
+    frozen = frozen_copy(bn)
     x = torch.randn(2, 8, 5, 7)
     reference = bn(x)
     assert torch.allclose(frozen(x), reference, atol=1e-5)
@@ -66,6 +66,17 @@ def test_frozen_encoder_stays_bf16_under_autocast() -> None:
         out = model(torch.rand(1, 3, 32, 32))
     assert dtypes and set(dtypes) == {torch.bfloat16}
     assert out.features.dtype == torch.bfloat16
+
+
+def test_frozen_efficientnet_computes_what_eval_mode_computes() -> None:
+    # timm's BatchNormAct2d carries EfficientNet's ReLU6: freezing must keep it.
+    torch.manual_seed(0)
+    model = build_segmentor(ModelConfig(backbone="efficientnet_lite0", output_stride=16, num_classes=5)).eval()
+    frozen = copy.deepcopy(model)
+    freeze_batchnorm(frozen.encoder)
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(frozen(images).logits, model(images).logits, atol=1e-5)
 
 
 def test_loads_batchnorm_state_with_num_batches_tracked() -> None:

@@ -10,7 +10,7 @@ from drsl.config import ConfigError, ModelConfig
 from drsl.models.deeplabv2 import ASPPHead
 from drsl.models.interfaces import Encoder, InputNorm
 from drsl.models.registry import build_encoder
-from drsl.models.segmentor import Segmentor, build_segmentor
+from drsl.models.segmentor import Segmentor, build_model, build_segmentor
 
 
 @pytest.mark.parametrize("name,output_stride", [("light", 8), ("resnet50", 16), ("efficientnet_lite0", 16)])
@@ -21,6 +21,38 @@ def test_encoders_declare_their_maps(name: str, output_stride: int) -> None:
     assert [m.shape[1] for m in maps] == encoder.out_channels
     assert [(64 // s, 96 // s) for s in encoder.strides] == [tuple(m.shape[-2:]) for m in maps]
     assert max(encoder.strides) == output_stride
+
+
+@pytest.mark.parametrize("name", ["light", "resnet50", "efficientnet_lite0", "mit_b0"])
+def test_stage_modules_compute_each_map(name: str) -> None:
+    # The stages hold every encoder parameter once, and map k depends on stages 0..k only.
+    encoder = build_encoder(ModelConfig(backbone=name, output_stride=8 if name == "light" else 32)).train()
+    stages = [{id(p) for module in stage for p in module.parameters()} for stage in encoder.stage_modules()]
+    parameters = list(encoder.parameters())
+    assert len(stages) == len(encoder.out_channels)
+    assert sum(map(len, stages)) == len(set().union(*stages)) == len(parameters)
+    maps = encoder(torch.rand(2, 3, 64, 64))
+    for k, feature_map in enumerate(maps):
+        grads = torch.autograd.grad(feature_map.sum(), parameters, allow_unused=True, retain_graph=True)
+        reached = {id(p) for p, g in zip(parameters, grads) if g is not None}
+        assert reached == set().union(*stages[: k + 1]), k
+
+
+def test_frozen_stages_keep_their_weights_and_statistics() -> None:
+    cfg = ModelConfig(backbone="efficientnet_lite0", output_stride=16, decoder="deeplabv3plus",
+                      num_classes=5, pretrained="bundled", frozen_stages=2)
+    model = build_model(cfg).train()
+    stages = model.encoder.stage_modules()
+    before = [[{k: v.clone() for k, v in m.state_dict().items()} for m in stage] for stage in stages]
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    logits = model(torch.rand(2, 3, 64, 64)).logits
+    torch.nn.functional.cross_entropy(logits, torch.randint(0, 5, (2, *logits.shape[-2:]))).backward()
+    optimizer.step()
+    changed = [any(not torch.equal(v, m.state_dict()[k]) for m, state in zip(stage, saved) for k, v in state.items())
+               for stage, saved in zip(stages, before)]
+    assert changed == [False, False, True, True]
+    batchnorms = [any(isinstance(sub, torch.nn.BatchNorm2d) for m in stage for sub in m.modules()) for stage in stages]
+    assert batchnorms == [False, False, True, True]
 
 
 def test_aspp_head_reads_and_exposes_the_deepest_map() -> None:

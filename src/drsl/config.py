@@ -192,6 +192,11 @@ class ModelConfig:
     #: docs/datasets.md), "bundled" for the file an installed package ships (efficientnet_lite0),
     #: or null for random initialisation.
     pretrained: str | None = None
+    #: Encoder stages, counted from the input (the stem belongs to the first), whose weights and
+    #: BatchNorm statistics stay as loaded from model.pretrained (mmsegmentation's frozen_stages).
+    frozen_stages: Annotated[int, Bounds(0, 4)] = 0
+    #: Every encoder BatchNorm keeps the statistics it was loaded with (the DeepLab-v2 practice at
+    #: small batches; needed for DDP on CPU, which has no SyncBatchNorm).
     freeze_bn: bool = False
     sync_bn: bool = False
 
@@ -392,6 +397,8 @@ def check_config(config: Config) -> Config:
          f"adapt.host=mix pastes source pixels onto target crops: data.source_augment.crop_size="
          f"{config.data.source_augment.crop_size} must equal data.target_augment.crop_size="
          f"{config.data.target_augment.crop_size}"),
+        (config.model.frozen_stages > 0 and not config.model.pretrained,
+         f"model.frozen_stages={config.model.frozen_stages} keeps loaded weights fixed: set model.pretrained"),
         (adapt.feature_distance.weight > 0 and not config.model.pretrained,
          "adapt.feature_distance.weight > 0 compares features with the encoder's ImageNet weights: set model.pretrained"),
         (adapt.feature_distance.weight > 0 and adapt.method != "source_only" and adapt.host != "mix",

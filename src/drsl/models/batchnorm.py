@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
+from drsl.models.interfaces import Encoder
+
 
 class FrozenBatchNorm2d(nn.Module):
     """``(x - running_mean) / sqrt(running_var + eps) * weight + bias`` with fixed buffers.
@@ -30,13 +32,6 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
-    @classmethod
-    def from_batchnorm(cls, bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
-        """A frozen copy of ``bn``'s statistics and affine parameters."""
-        frozen = cls(bn.num_features, bn.eps)
-        frozen.load_state_dict(bn.state_dict())
-        return frozen.to(bn.running_mean.device if bn.running_mean is not None else "cpu")
-
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,  # type: ignore[no-untyped-def]
                               unexpected_keys, error_msgs) -> None:
         state_dict.pop(prefix + "num_batches_tracked", None)
@@ -52,14 +47,47 @@ class FrozenBatchNorm2d(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.BatchNorm2d`` below ``module`` by a :class:`FrozenBatchNorm2d` copy."""
+class FrozenBatchNormAct2d(FrozenBatchNorm2d):
+    """:class:`FrozenBatchNorm2d` followed by the dropout and activation of a timm
+    ``BatchNormAct2d`` (EfficientNet), which are part of that layer; same state-dict keys."""
+
+    def __init__(self, num_features: int, eps: float, drop: nn.Module, act: nn.Module) -> None:
+        super().__init__(num_features, eps)
+        self.drop, self.act = drop, act
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+def frozen_copy(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    """The fixed-statistics layer that computes what ``bn`` computes in eval mode."""
+    act = getattr(bn, "act", None)
+    frozen = (FrozenBatchNorm2d(bn.num_features, bn.eps) if act is None
+              else FrozenBatchNormAct2d(bn.num_features, bn.eps, getattr(bn, "drop", nn.Identity()), act))
+    frozen.load_state_dict(bn.state_dict())
+    return frozen.to(bn.running_mean.device if bn.running_mean is not None else "cpu")
+
+
+def freeze_batchnorm(module: nn.Module, within: set[int] | None = None) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` below ``module`` by its :func:`frozen_copy`; only those
+    whose ``id`` is in ``within`` when given."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, FrozenBatchNorm2d.from_batchnorm(child))
+            if within is None or id(child) in within:
+                setattr(module, name, frozen_copy(child))
         else:
-            freeze_batchnorm(child)
+            freeze_batchnorm(child, within)
     return module
+
+
+def freeze_stages(encoder: Encoder, count: int) -> Encoder:
+    """Fix the first ``count`` stages of ``encoder`` (stem included): their weights are not trained
+    and their BatchNorm statistics stay as loaded (mmsegmentation's ``frozen_stages``)."""
+    modules = [m for stage in encoder.stage_modules()[:count] for m in stage]
+    freeze_batchnorm(encoder, {id(sub) for m in modules for sub in m.modules()})
+    for module in modules:
+        module.requires_grad_(False)
+    return encoder
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from drsl.models.interfaces import Encoder, InputNorm
 from drsl.errors import WeightsError
@@ -74,3 +74,11 @@ class EfficientNetEncoder(Encoder):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         return self.body(x)
+
+    def stage_modules(self) -> list[list[nn.Module]]:
+        blocks = list(self.body.blocks)
+        ends = [int(name.split(".")[1]) + 1 for name in self.body.feature_info.module_name()]
+        starts = [0, *ends[:-1]]
+        stages = [blocks[start:end] for start, end in zip(starts, ends)]
+        stages[0] = [self.body.conv_stem, self.body.bn1, *stages[0]]
+        return stages

@@ -34,6 +34,10 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def stage_modules(self) -> list[list[nn.Module]]:  # pragma: no cover - interface
+        """The modules that compute each output map from the previous one (the stem in the first)."""
+        raise NotImplementedError
+
 
 class DecodeHead(nn.Module):
     """Base class of decode heads: encoder feature maps -> (logits, fused features)."""

@@ -51,3 +51,6 @@ class LightEncoder(Encoder):
         c2 = self.layer2(c1)
         c3 = self.layer3(c2)
         return [c1, c2, c3, self.layer4(c3)]
+
+    def stage_modules(self) -> list[list[nn.Module]]:
+        return [[self.stem, self.layer1], [self.layer2], [self.layer3], [self.layer4]]

@@ -10,7 +10,7 @@ for module, so drsl builds it from timm rather than by hand (weights: :mod:`drsl
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 from timm.models.pvt_v2 import PyramidVisionTransformerV2
 
 from drsl.models.interfaces import Encoder
@@ -54,3 +54,7 @@ class MiTEncoder(Encoder):
             x = stage(x)
             maps.append(x)
         return maps
+
+    def stage_modules(self) -> list[list[nn.Module]]:
+        first, *rest = self.stages
+        return [[self.patch_embed, first], *([stage] for stage in rest)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models import resnet50, resnet101
 
 from drsl.models.interfaces import Encoder, InputNorm
@@ -33,6 +33,9 @@ class ResNetEncoder(Encoder):
         c2 = self.layer2(c1)
         c3 = self.layer3(c2)
         return [c1, c2, c3, self.layer4(c3)]
+
+    def stage_modules(self) -> list[list[nn.Module]]:
+        return [[self.conv1, self.bn1, self.layer1], [self.layer2], [self.layer3], [self.layer4]]
 
 
 class DeepLabResNetEncoder(ResNetEncoder):

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from drsl.config import ModelConfig
 from drsl.models.interfaces import DecodeHead, Encoder
-from drsl.models.batchnorm import freeze_batchnorm
+from drsl.models.batchnorm import freeze_batchnorm, freeze_stages
 from drsl.models.registry import backbone, build_decoder, build_encoder, pretrained_path
 from drsl.models.weights import load_encoder_weights
 
@@ -79,4 +79,5 @@ def build_model(cfg: ModelConfig) -> Segmentor:
         load_encoder_weights(segmentor.encoder, weights, backbone(cfg.backbone).adapt_weights)
     if cfg.freeze_bn:
         freeze_batchnorm(segmentor.encoder)
+    freeze_stages(segmentor.encoder, cfg.frozen_stages)
     return segmentor
