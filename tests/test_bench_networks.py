@@ -22,3 +22,11 @@ def test_networks_table(tmp_path: Path, capsys) -> None:  # type: ignore[no-unty
     }
     assert all(r["crop"] == [32, 48] and r["cpu_s"] > 0 and r["step_s"] > 0 for r in rows)
     assert "| backbone=light,light_width=1 | off | 32x48 |" in capsys.readouterr().out
+
+
+def test_network_step_builds_the_configured_model() -> None:
+    # Options applied when the model is built (frozen BatchNorm here) are part of what is timed.
+    from torch import nn
+
+    step = networks.NetworkStep("backbone=light,light_width=1,freeze_bn=true", False, (32, 32), 2)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in step.net.modules())

@@ -41,18 +41,19 @@ class NetworkStep:
 
     def __init__(self, overrides: str, channels_last: bool, crop: tuple[int, int], batch: int) -> None:
         from drsl.data.classes import bind_class_set
-        from drsl.models.segmentor import build_segmentor
+        from drsl.models.segmentor import build_model
 
         config = apply_overrides(Config(), [f"model.{item}" for item in overrides.split(",")])
         bind_class_set(config)
         torch.manual_seed(0)
-        self.net = build_segmentor(config.model).train()
+        self.net = build_model(config.model).train()
         self.images = torch.rand(batch, 3, *crop)
         self.labels = torch.randint(0, config.model.num_classes, (batch, *crop))
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
             self.images = self.images.contiguous(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=1e-3, momentum=0.9)
+        trained = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(trained, lr=1e-3, momentum=0.9)
         self.parameters = sum(p.numel() for p in self.net.parameters())
 
     def __call__(self) -> tuple[float, float]:
