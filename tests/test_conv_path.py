@@ -16,7 +16,9 @@ from drsl.configs import resolve_config_path
 from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import RunLogger
 from drsl.engine.trainer import Trainer, conv_settings
-from drsl.models.batchnorm import FrozenBatchNorm2d, calibrate_batchnorm, freeze_batchnorm, frozen_copy
+from drsl.models.batchnorm import (
+    FrozenBatchNorm2d, calibrate_batchnorm, freeze_batchnorm, frozen_copy, sync_batchnorm,
+)
 from drsl.models.segmentor import build_model, build_segmentor
 from drsl.training import build_module
 
@@ -77,6 +79,18 @@ def test_frozen_efficientnet_computes_what_eval_mode_computes() -> None:
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(frozen(images).logits, model(images).logits, atol=1e-5)
+
+
+def test_synchronised_efficientnet_keeps_its_activations() -> None:
+    # torch's converter turns timm's BatchNormAct2d into a SyncBatchNorm that skips its ReLU6.
+    torch.manual_seed(0)
+    encoder = build_segmentor(ModelConfig(backbone="efficientnet_lite0", output_stride=16, num_classes=5)).encoder
+    reference = copy.deepcopy(encoder).eval()
+    synced = sync_batchnorm(encoder).eval()  # eval mode: SyncBatchNorm runs without a process group
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(synced(images), reference(images)))
 
 
 def test_loads_batchnorm_state_with_num_batches_tracked() -> None:

@@ -28,6 +28,7 @@ from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import RunLogger
 from drsl.engine.optim import build_optimizer, build_scheduler
 from drsl.errors import NonFiniteLossError
+from drsl.models.batchnorm import sync_batchnorm
 from drsl.models.weights import load_matching
 
 
@@ -186,7 +187,7 @@ class Trainer:
                     "On CPU use model.freeze_bn=true (fixed statistics, identical to one process) "
                     "or model.sync_bn=false (per-process batch statistics)"
                 )
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            module = sync_batchnorm(module)
         self.channels_last, benchmark = conv_settings(train, dist.device)
         if dist.device.type == "cuda":
             torch.backends.cudnn.benchmark = benchmark

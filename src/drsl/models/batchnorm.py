@@ -90,6 +90,14 @@ def freeze_stages(encoder: Encoder, count: int) -> Encoder:
     return encoder
 
 
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every BatchNorm synchronised across processes; timm's converter, because
+    torch's turns timm's ``BatchNormAct2d`` into a ``SyncBatchNorm`` that skips its activation."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(module)
+
+
 @torch.no_grad()
 def calibrate_batchnorm(model: nn.Module, images: Iterable[Tensor]) -> nn.Module:
     """Set every BatchNorm's running statistics to their average over ``images`` (float batches
