@@ -79,5 +79,6 @@ def build_model(cfg: ModelConfig) -> Segmentor:
         load_encoder_weights(segmentor.encoder, weights, backbone(cfg.backbone).adapt_weights)
     if cfg.freeze_bn:
         freeze_batchnorm(segmentor.encoder)
-    freeze_stages(segmentor.encoder, cfg.frozen_stages)
+    if cfg.frozen_stages:
+        freeze_stages(segmentor.encoder, cfg.frozen_stages)
     return segmentor
