@@ -84,9 +84,9 @@ def freeze_stages(encoder: Encoder, count: int) -> Encoder:
     """Fix the first ``count`` stages of ``encoder`` (stem included): their weights are not trained
     and their BatchNorm statistics stay as loaded (mmsegmentation's ``frozen_stages``)."""
     modules = [m for stage in encoder.stage_modules()[:count] for m in stage]
-    freeze_batchnorm(encoder, {id(sub) for m in modules for sub in m.modules()})
     for module in modules:
         module.requires_grad_(False)
+    freeze_batchnorm(encoder, {id(sub) for m in modules for sub in m.modules()})
     return encoder
 
 

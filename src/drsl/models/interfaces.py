@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from drsl.config import ConfigError
+
 
 @dataclass(frozen=True)
 class InputNorm:
@@ -34,9 +36,9 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def stage_modules(self) -> list[list[nn.Module]]:  # pragma: no cover - interface
+    def stage_modules(self) -> list[list[nn.Module]]:
         """The modules that compute each output map from the previous one (the stem in the first)."""
-        raise NotImplementedError
+        raise ConfigError(f"config key 'model.frozen_stages': the {type(self).__name__} encoder does not list its stages")
 
 
 class DecodeHead(nn.Module):
