@@ -1,7 +1,7 @@
 """Start-up of a multi-process job: every process checks in at the master's store, with a bounded wait.
 
-torch's ``env://`` start waits for a missing process in silence, for up to its 30-minute default,
-and then names nobody. Here each process registers its rank in the TCPStore at
+torch's ``env://`` start waits for a missing process in silence, for as long as its process-group
+timeout (30 minutes for gloo, 10 for NCCL), and then names nobody. Here each process registers its rank in the TCPStore at
 MASTER_ADDR:MASTER_PORT and waits at most ``dist.start_timeout`` seconds until all WORLD_SIZE ranks
 have; when the wait runs out, the missing ranks are named. The process group is then built on the
 same store.
