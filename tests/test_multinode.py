@@ -9,29 +9,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from drsl.bench.pipeline import write_cityscapes_like, write_gta5_like
-from drsl.config import Config, ConfigError, load_config
+from drsl.config import Config, ConfigError, DistConfig, load_config
 from drsl.configs import resolve_config_path
 from drsl.engine.distributed import init_distributed
 from drsl.engine.rendezvous import describe_ranks
 from drsl.engine.run_dir import changes_from_recorded
+from drsl.errors import DistributedError
 from drsl.training import run_training
 from processes import free_port, launch_nodes
-from test_distributed import ATOL, SIZE, max_difference, overrides, train_argv
+from test_distributed import ATOL, data_root, max_difference, overrides, train_argv  # noqa: F401 (a fixture)
 
 FROZEN = "model.freeze_bn=true"  # torch's SyncBatchNorm has no CPU kernel: see test_distributed
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("multinode_data")
-    write_gta5_like(root / "src", 8, SIZE, seed=0)
-    write_cityscapes_like(root / "tgt", "train", 6, SIZE, seed=1)
-    return root
 
 
 def source_only(root: Path, work: Path, *extra: str) -> Config:
@@ -50,14 +43,11 @@ def test_two_nodes_equal_one_process(data_root: Path, tmp_path: Path) -> None:
     assert [entry["outcome"] for entry in history] == ["finished"]
 
 
-@pytest.mark.parametrize("rank, says", [
-    (0, "rank 1 of WORLD_SIZE=2 did not join at"),
-    (1, "rank 1 of WORLD_SIZE=2 found no master (rank 0) at"),
-])
-def test_a_missing_peer_is_named_within_the_start_timeout(rank: int, says: str, tmp_path: Path) -> None:
+def test_a_process_without_peers_says_so_in_one_line(tmp_path: Path) -> None:
+    # WORLD_SIZE=2 with only rank 0: it waits dist.start_timeout, names rank 1 and exits 2.
     port = free_port()
     env = {
-        **os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+        **os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
     }
     argv = ["train", "synth/source_only", f"work_dir={tmp_path / 'run'}", "dist.start_timeout=2", "--device", "cpu"]
@@ -67,10 +57,37 @@ def test_a_missing_peer_is_named_within_the_start_timeout(rank: int, says: str, 
     where = f"MASTER_ADDR:MASTER_PORT=127.0.0.1:{port}"
     assert result.returncode == 2, result.stderr
     waiting, error = result.stderr.strip().splitlines()  # nothing else: no trace from torch
-    assert f"rank {rank}: waiting for 2 processes at {where} (at most dist.start_timeout=2 s)" in waiting
-    assert error.startswith(f"drsl train: error: {says} {where} within dist.start_timeout=2 s: ")
-    assert error.endswith("raise dist.start_timeout") or "raise dist.start_timeout (" in error
+    assert waiting.endswith(f"rank 0: waiting for 2 processes at {where} (at most dist.start_timeout=2 s)")
+    assert error == (
+        f"drsl train: error: rank 1 of WORLD_SIZE=2 did not join at {where} within dist.start_timeout=2 s: start "
+        "every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE, or raise dist.start_timeout"
+    )
     assert not (tmp_path / "run").exists()
+
+
+def launcher_env(monkeypatch: pytest.MonkeyPatch, rank: int, world_size: int, port: int) -> None:
+    for name, value in {"RANK": rank, "LOCAL_RANK": 0, "WORLD_SIZE": world_size, "MASTER_PORT": port}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+
+
+def test_a_rank_without_its_master_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    launcher_env(monkeypatch, 1, 2, port)
+    started = time.monotonic()
+    with pytest.raises(DistributedError, match=(
+        rf"^rank 1 of WORLD_SIZE=2 found no master \(rank 0\) at MASTER_ADDR:MASTER_PORT=127.0.0.1:{port} within "
+        r"dist.start_timeout=1 s: start rank 0 .* or raise dist.start_timeout \(Connection refused\)$"
+    )):
+        init_distributed("cpu", DistConfig(start_timeout=1))
+    assert 1 <= time.monotonic() - started < 10
+
+
+def test_every_missing_rank_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    launcher_env(monkeypatch, 0, 6, free_port())
+    with pytest.raises(DistributedError, match=r"^ranks 1-5 of WORLD_SIZE=6 did not join at "):
+        init_distributed("cpu", DistConfig(start_timeout=0.5))
 
 
 def test_launcher_address_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
