@@ -181,7 +181,7 @@ def evaluate_checkpoint(
     model = load_model(checkpoint, config, overrides, device)
     if head != "segmentation" and not model.has_modes:
         raise CheckpointError(f"{checkpoint} has no MMDL head (not a DRSL model): the {head!r} head needs one")
-    dist = init_distributed(device)
+    dist = init_distributed(device, model.config.dist)
     if model.config.data.val is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.val: pass --config or data.val=...")
     segmentor, regularizer = model.module.segmentor, model.module.regularizer
@@ -211,7 +211,7 @@ def pseudo_label_checkpoint(
     if cfg.data.target is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.target: pass --config")
     fusion = fusion or ("agree" if model.has_modes else "none")
-    dist: DistInfo = dataclasses.replace(init_distributed(device), device=model.device)
+    dist: DistInfo = dataclasses.replace(init_distributed(device, cfg.dist), device=model.device)
     return generate_pseudo_labels(
         model.module, build_dataset(cfg.data.target, model.classes, require_labels=False), out, cfg, dist,
         portion, round_index, fusion, checkpoint=str(checkpoint),

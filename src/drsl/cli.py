@@ -22,10 +22,11 @@ from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import FUSIONS, ConfigError
 from drsl.data.errors import DataError
 from drsl.data.synth.shifts import DEFAULT_SHIFT, SHIFTS
-from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError, user_error_message
+from drsl.errors import CheckpointError, DistributedError, NonFiniteLossError, RunDirError, WeightsError, user_error_message
 
 USER_ERRORS = (
     ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError, RunDirError,
+    DistributedError,
 )
 
 EPILOG = """examples:

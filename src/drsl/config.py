@@ -366,6 +366,23 @@ class AdaptConfig:
     drsl: DRSLConfig = field(default_factory=DRSLConfig)
 
 
+#: A wait in seconds: more than nothing, at most a day.
+Seconds = Annotated[float, Bounds(0, 86400, low_open=True)]
+
+
+@dataclass
+class DistConfig:
+    """Several processes (torchrun or RANK/WORLD_SIZE set by hand): how long they wait for each
+    other. Launch settings, not part of a run: changing them on resume needs no --change-config."""
+
+    #: Seconds every process waits at start-up for all processes of the job to join; when it runs
+    #: out, the missing ranks are named. Covers nodes that start minutes apart (a batch queue).
+    start_timeout: Seconds = 300.0
+    #: Seconds a collective operation (gradient all-reduce, barrier) waits for the slowest process
+    #: before the job fails; must cover the longest work rank 0 does alone (checkpoint writes).
+    collective_timeout: Seconds = 1800.0
+
+
 @dataclass
 class Config:
     """A whole run."""
@@ -381,6 +398,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 def check_config(config: Config) -> Config:

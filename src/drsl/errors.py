@@ -27,6 +27,11 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the iteration and every loss term."""
 
 
+class DistributedError(RuntimeError):
+    """Processes of a distributed job that cannot start together (a rank missing, the master
+    unreachable); the message names the ranks, the address and the key that sets the wait."""
+
+
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (another run in it, in use by another
     process, nothing to resume...); the message says what to do instead."""

@@ -192,7 +192,7 @@ def run_training(
     starts otherwise. A resumed run whose config differs from its recorded one needs
     ``allow_config_change``. See :mod:`drsl.engine.run_dir`.
     """
-    dist = init_distributed(device)
+    dist = init_distributed(device, config.dist)
     bind_class_set(config)  # before the config is compared with the run directory's
     plan = plan_run(config, resume, overwrite, allow_config_change)
     barrier()  # every process reads the directory before the main one writes to it

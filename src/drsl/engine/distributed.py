@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from drsl.config import ConfigError
+from drsl.config import ConfigError, DistConfig
+from drsl.engine.rendezvous import join
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,26 @@ def _env_int(name: str, default: int, low: int) -> int:
     return value
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def _master_address() -> tuple[str, int]:
+    """MASTER_ADDR and MASTER_PORT, checked: ConfigError naming them."""
+    address, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    if not address or not port:
+        raise ConfigError(
+            "environment variables MASTER_ADDR and MASTER_PORT must be set when WORLD_SIZE > 1 (torchrun sets "
+            "them; unset WORLD_SIZE and RANK to run a single process)"
+        )
+    if not port.isdigit() or not 0 < int(port) < 2**16:
+        raise ConfigError(f"environment variable MASTER_PORT={port!r} must be a port number (1 to 65535)")
+    return address, int(port)
+
+
+def init_distributed(device: str = "auto", config: DistConfig | None = None) -> DistInfo:
     """Join the process group that torchrun describes in the environment (if any) and pick a device.
 
     ``device`` is "auto" (CUDA when available, else CPU), "cpu" or "cuda". Launcher variables
     that make no sense (RANK outside WORLD_SIZE, non-numbers) are ConfigErrors naming them.
+    ``config`` bounds the wait for the other processes (:func:`drsl.engine.rendezvous.join`)
+    and each collective operation; default: :class:`DistConfig`'s.
     """
     use_cuda = wants_cuda(device)
     world_size = _env_int("WORLD_SIZE", 1, 1)
@@ -72,8 +89,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if use_cuda and local_rank >= torch.cuda.device_count():
         raise ConfigError(f"environment variable LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible")
     if world_size > 1 and not dist.is_initialized():
+        config = config or DistConfig()
+        store = join(rank, world_size, *_master_address(), config, announce=local_rank == 0)
         try:
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            dist.init_process_group(
+                backend="nccl" if use_cuda else "gloo", store=store, rank=rank, world_size=world_size,
+                timeout=timedelta(seconds=config.collective_timeout),
+            )
         except (ValueError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(

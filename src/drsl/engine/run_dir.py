@@ -213,10 +213,11 @@ class RunPlan:
 
 
 def changes_from_recorded(recorded: Config | None, config: Config) -> dict[str, tuple[Any, Any]]:
-    """The keys where ``config`` differs from a run's recorded config (``work_dir`` aside)."""
+    """The keys where ``config`` differs from a run's recorded config (``work_dir`` and the launch
+    settings ``dist.*`` aside: how long processes wait for each other does not change a run)."""
     if recorded is None:
         return {}
-    return config_diff(replace(recorded, work_dir=config.work_dir), config)
+    return config_diff(replace(recorded, work_dir=config.work_dir, dist=config.dist), config)
 
 
 def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
