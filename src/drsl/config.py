@@ -347,9 +347,10 @@ class FeatureDistanceConfig:
 class AdaptConfig:
     """How target images are used."""
 
-    #: source_only (also the oracle, whose source is the labelled target), cbst (self-training
-    #: without the regulariser, pseudo-labels made by the host) or drsl.
-    method: Literal["source_only", "cbst", "drsl"] = "source_only"
+    #: source_only (also the oracle, whose source is the labelled target), self_training (target
+    #: pseudo-labels made by the host, no regulariser; "cbst" is read as this) or drsl (self-training
+    #: with the DRSL regulariser).
+    method: Literal["source_only", "self_training", "drsl"] = "source_only"
     #: How target pseudo-labels are made: rounds (class-balanced sets, CBST), online (an EMA
     #: teacher labels each target batch) or mix (EMA teacher plus cross-domain ClassMix).
     host: Literal["rounds", "online", "mix"] = "rounds"
@@ -388,7 +389,7 @@ def check_config(config: Config) -> Config:
     is merged); a ConfigError names the keys. Returns the config."""
     adapt, pseudo, evaluation = config.adapt, config.adapt.pseudo_label, config.eval
     rules = [
-        (adapt.method in ("cbst", "drsl") and config.data.target is None,
+        (adapt.method in ("self_training", "drsl") and config.data.target is None,
          f"adapt.method={adapt.method} needs data.target (the unlabelled target images)"),
         (config.data.batch_size % config.train.grad_accum != 0,
          f"data.batch_size={config.data.batch_size} must be divisible by train.grad_accum={config.train.grad_accum}"),
@@ -491,15 +492,32 @@ RENAMED_KEYS = {
 }
 
 
+#: Values renamed since runs were first recorded: dotted key -> {old value: new value}; read like
+#: renamed keys.
+RENAMED_VALUES = {"adapt.method": {"cbst": "self_training"}}
+
+
+def current_value(key: str, value: Any) -> Any:
+    """``value`` of the dotted ``key`` under its current name (see :data:`RENAMED_VALUES`)."""
+    renames = RENAMED_VALUES.get(key, {})
+    return renames.get(value, value) if isinstance(value, str) else value
+
+
+def _parent(data: dict[str, Any], key: str) -> tuple[dict[str, Any] | None, str]:
+    """The mapping of ``data`` that holds the dotted ``key`` (None when absent), and its last part."""
+    *path, last = key.split(".")
+    parent: Any = data
+    for part in path:
+        parent = parent.get(part) if isinstance(parent, dict) else None
+    return (parent if isinstance(parent, dict) else None), last
+
+
 def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a nested config mapping, changed in place) with each renamed key moved to its new
-    place; a value already at the new place wins."""
+    place (a value already at the new place wins) and each renamed value given its new name."""
     for old, new in RENAMED_KEYS.items():
-        *path, last = old.split(".")
-        parent: Any = data
-        for key in path:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if not isinstance(parent, dict) or last not in parent:
+        parent, last = _parent(data, old)
+        if parent is None or last not in parent:
             continue
         value = parent.pop(last)
         *path, last = new.split(".")
@@ -507,6 +525,10 @@ def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
         for key in path:
             target = target.setdefault(key, {})
         target.setdefault(last, value)
+    for key in RENAMED_VALUES:
+        parent, last = _parent(data, key)
+        if parent is not None and last in parent:
+            parent[last] = current_value(key, parent[last])
     return data
 
 
