@@ -101,6 +101,14 @@ def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixtu
     assert "(default: 4)" in text and "(default: the config's eval.mode)" in text
 
 
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"drsl {version('drsl')}"
+
+
 def test_the_command_line_parses_without_importing_torch() -> None:
     probe = "import sys; from drsl.cli import build_parser; build_parser().format_help(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0

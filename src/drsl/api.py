@@ -202,7 +202,12 @@ def pseudo_label_checkpoint(
     fusion: str | None = None, config: str | Path | None = None,
     overrides: list[str] | None = None, device: str = "auto",
 ) -> dict[str, Any]:
-    """Class-balanced pseudo-labels of a checkpoint's target set, written to ``out``."""
+    """Class-balanced pseudo-labels of a checkpoint's target set, written to ``out``; returns their
+    manifest (its ``fusion``: the one used).
+
+    ``fusion``: how a DRSL model's MMDL head joins the selection; None: the run's own
+    ``adapt.pseudo_label.fusion`` (``none`` for models without the head).
+    """
     from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels
     from drsl.data.registry import build_dataset
 
@@ -210,7 +215,7 @@ def pseudo_label_checkpoint(
     cfg = model.config
     if cfg.data.target is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.target: pass --config")
-    fusion = fusion or ("agree" if model.has_modes else "none")
+    fusion = fusion or (cfg.adapt.pseudo_label.fusion if model.has_modes else "none")
     dist: DistInfo = dataclasses.replace(init_distributed(device), device=model.device)
     return generate_pseudo_labels(
         model.module, build_dataset(cfg.data.target, model.classes, require_labels=False), out, cfg, dist,

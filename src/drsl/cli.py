@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from drsl import __version__
 from drsl.bench.compare import Plan
 from drsl.bench.variants import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS
 from drsl.commands import bench_speed, export, options, predict, report
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=RawHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"drsl {__version__}", help="print drsl's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="generate the built-in benchmark, check or convert datasets")
@@ -125,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--out", required=True, help="output folder (pred/, score/, manifest.json with the thresholds)")
     pseudo.add_argument("--portion", type=options.portion, default=0.5, help="portion of each class's pixels kept")
     pseudo.add_argument("--round", type=options.non_negative_int, default=0, help="round index recorded in the manifest")
-    pseudo.add_argument("--fusion", choices=FUSIONS, help="MMDL fusion (DRSL checkpoints)")
+    pseudo.add_argument("--fusion", choices=FUSIONS,
+                        help="how a DRSL checkpoint's MMDL head joins the selection (default: the run's own "
+                        "adapt.pseudo_label.fusion; none for checkpoints without the head)")
     pseudo.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
     pseudo.add_argument("--scales", type=options.positive, nargs="+",
                         help="multi-scale inference, e.g. 0.75 1 1.25 (default: adapt.pseudo_label.scales)")
@@ -265,7 +269,8 @@ def _command_pseudo_label(args: argparse.Namespace) -> int:
     )
     coverage = manifest["coverage"]
     kept = "nothing predicted" if coverage is None else f"{100 * coverage:.1f}% of the predicted pixels kept"
-    print(f"wrote {manifest['num_images']} pseudo-labels to {args.out} ({kept})")
+    chosen = "given by --fusion" if args.fusion else "the run's adapt.pseudo_label.fusion"
+    print(f"wrote {manifest['num_images']} pseudo-labels to {args.out} ({kept}; fusion {manifest['fusion']}, {chosen})")
     return 0
 
 
