@@ -107,3 +107,11 @@ def test_unknown_config_name() -> None:
 
 def test_reference_doc_is_current() -> None:
     assert DOCS.read_text() == reference_markdown(), "regenerate: drsl config reference > docs/configuration.md"
+
+
+def test_every_config_key_has_a_meaning() -> None:
+    """Each row of the generated reference says what its key is (a ``#:`` comment in drsl/config.py)."""
+    rows = [line for line in reference_markdown().splitlines() if line.startswith("| `")]
+    assert len(rows) > 150
+    empty = [row.split("|")[1].strip() for row in rows if not row.rstrip().removesuffix("|").rsplit("|", 1)[-1].strip()]
+    assert empty == []
