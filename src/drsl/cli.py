@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -216,8 +217,6 @@ def _command_data(args: argparse.Namespace) -> int:
 def _command_train(args: argparse.Namespace) -> int:
     from drsl.config import load_config
     from drsl.configs import resolve_config_path
-    from drsl.engine.run_dir import continued_config
-    from drsl.training import run_training
 
     overrides = list(args.overrides)
     if args.work_dir:
@@ -228,9 +227,16 @@ def _command_train(args: argparse.Namespace) -> int:
     resume = args.resume_from or args.resume or None
     if args.change_config and not resume:
         raise ConfigError("--change-config applies to a resumed run: add --resume")
+    if os.environ.get("RANK", "0") == "0":  # at once: importing torch and the models takes seconds
+        length = "resuming" if resume else f"{config.train.iterations} iterations"
+        print(f"run {config.name}: {length}, writing to {config.work_dir}", file=sys.stderr, flush=True)
+    from drsl.engine.run_dir import continued_config
+    from drsl.training import run_training
+
     if resume:
         config = continued_config(config, overrides)
-    run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config)
+    run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config,
+                 announce=False)
     return 0
 
 

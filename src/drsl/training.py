@@ -183,7 +183,7 @@ def finish(ctx: RunContext) -> dict[str, Any]:
 
 def run_training(
     config: Config, resume: bool | str | Path | None = None, device: str = "auto",
-    overwrite: bool = False, allow_config_change: bool = False,
+    overwrite: bool = False, allow_config_change: bool = False, announce: bool = True,
 ) -> dict[str, Any]:
     """Train (and adapt) as the config says; returns the final evaluation summary.
 
@@ -191,7 +191,9 @@ def run_training(
     ``overwrite``); True continues ``work_dir``'s latest checkpoint; a path continues from that
     checkpoint; "auto" continues when the work dir holds a checkpoint of the same config and
     starts otherwise. A resumed run whose config differs from its recorded one needs
-    ``allow_config_change``. See :mod:`drsl.engine.run_dir`.
+    ``allow_config_change``. See :mod:`drsl.engine.run_dir`. The run's first line (name, length,
+    folder) goes to stderr when ``announce`` (a caller that printed one already passes False) and
+    always to its train.log.
     """
     dist = init_distributed(device)
     bind_class_set(config)  # before the config is compared with the run directory's
@@ -202,7 +204,11 @@ def run_training(
         return read_eval(config.work_dir)
     logger = RunLogger(config.work_dir, enabled=dist.is_main, name=config.name, text_log=True)
     if dist.is_main:
-        echo(start_line(config, plan.checkpoint), sys.stderr)
+        line = start_line(config, plan.checkpoint)
+        if announce:
+            echo(line, sys.stderr)
+        else:
+            text_only.info(line)
     try:
         ctx = build_context(config, plan.checkpoint, dist, logger)
         with RunDirectory(plan, enabled=dist.is_main):
