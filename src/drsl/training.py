@@ -20,6 +20,7 @@ from drsl.adaptation.online import run_online
 from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config, ConfigError
+from drsl.data.checks import check_validation_masks
 from drsl.data.class_balance import source_sampling_weights
 from drsl.data.classes import ClassSet, bind_class_set, stored_class_count, write_class_file
 from drsl.data.registry import build_dataset
@@ -130,6 +131,8 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo, logge
     module = build_module(config)
     source = source_view(config, classes)
     val = build_dataset(config.data.val, classes) if config.data.val is not None else None
+    if val is not None and dist.is_main:
+        check_validation_masks(val)
     target = build_dataset(config.data.target, classes, require_labels=False) if module.uses_target else None
     trainer = Trainer(
         config, module, dist, logger, make_evaluator(config, val, dist, classes) if val is not None else None
