@@ -127,7 +127,8 @@ class SegmentationModel:
         rgb = as_rgb_array(image)
         labels = self.segment(rgb) if labels is None else np.asarray(labels)
         if labels.shape != rgb.shape[:2]:
-            raise ImageInputError(f"labels of shape {labels.shape} do not fit an image of {rgb.shape[0]}x{rgb.shape[1]}")
+            height, width = rgb.shape[:2]
+            raise ImageInputError(f"labels of shape {labels.shape} do not fit an image of {height}x{width}")
         return label_overlay(rgb, labels, self.classes, alpha)
 
     @torch.inference_mode()

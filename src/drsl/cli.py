@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=RawHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"drsl {__version__}", help="print drsl's version and exit")
+    parser.add_argument("--version", action="version", version=f"drsl {__version__}",
+                        help="print drsl's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="generate the built-in benchmark, check or convert datasets")
