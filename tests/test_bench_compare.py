@@ -162,7 +162,7 @@ def test_every_drsl_row_is_paired_with_its_host_without_the_regulariser(tmp_path
     for name in drsl_rows:
         host = VARIANTS[name].host
         assert host is not None, name
-        assert config_of(host).adapt.method == "cbst" and config_of(host).adapt.host == config_of(name).adapt.host, name
+        assert config_of(host).adapt.method == "self_training" and config_of(host).adapt.host == config_of(name).adapt.host, name
     assert all(VARIANTS[name].host is None for name in VARIANTS if name not in drsl_rows)
 
 

@@ -110,3 +110,34 @@ def test_convert_error_policy(tmp_path: Path) -> None:
     assert np.array_equal(converted[1]["label"], GTA5Dataset(tmp_path / "gta")[3]["label"])
     skipped = json.loads((tmp_path / "out" / "class_stats.json").read_text())["skipped"]
     assert [entry["name"] for entry in skipped] == ["00002", "00003", "00004"]
+
+
+def test_validation_masks_are_checked_before_training(tmp_path: Path) -> None:
+    """A bad value in a validation mask stops the run before it trains or touches its folder."""
+    from fixtures import save_image, write_uda_root
+
+    from drsl.config import load_config
+    from drsl.configs import resolve_config_path
+    from drsl.training import run_training
+
+    write_uda_root(tmp_path / "data", source=2, target_train=0, size=(24, 32))
+    masks = sorted((tmp_path / "data" / "tgt" / "gtFine" / "val").rglob("*_labelIds.png"))
+    save_image(masks[-1], np.full((24, 32), 200, dtype=np.uint8))  # Cityscapes label ids end at 33
+    config = load_config(resolve_config_path("synth/source_only"), [
+        f"data.source.root={tmp_path}/data/src", f"data.val.root={tmp_path}/data/tgt", "data.target=null",
+        "data.num_workers=0", "model.light_width=1", f"work_dir={tmp_path}/run", "train.iterations=1000",
+    ])
+    with pytest.raises(DataError, match=r"labelIds\.png: unknown label values \[200\] .*checked before training"):
+        run_training(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_validation_mask_check_is_bounded_in_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from drsl.data.checks import check_validation_masks
+
+    write_cityscapes(tmp_path, "val", per_city=3)
+    dataset = build_dataset(DatasetConfig(layout="cityscapes", root=str(tmp_path), split="val"), CITYSCAPES19)
+    assert check_validation_masks(dataset) == 6
+    with caplog.at_level("INFO", logger="drsl"):
+        assert check_validation_masks(dataset, seconds=-1) == 0
+    assert "checked 0 of 6 validation masks" in caplog.text and "read at the first evaluation" in caplog.text

@@ -101,6 +101,23 @@ def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixtu
     assert "(default: 4)" in text and "(default: the config's eval.mode)" in text
 
 
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"drsl {version('drsl')}"
+
+
+def test_train_says_what_it_runs_before_importing_torch(tmp_path: Path) -> None:
+    """The first line comes at once, even without a terminal: before the seconds torch takes to import."""
+    argv = ["train", "synth/source_only", f"work_dir={tmp_path / 'run'}", "train.iterations=5"]
+    probe = f"import sys; sys.modules['torch'] = None; from drsl.cli import main; main({argv!r})"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "torch" in result.stderr  # it stopped at the first import of torch
+    assert result.stderr.splitlines()[0] == f"run synth_source_only: 5 iterations, writing to {tmp_path / 'run'}"
+
+
 def test_the_command_line_parses_without_importing_torch() -> None:
     probe = "import sys; from drsl.cli import build_parser; build_parser().format_help(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0

@@ -8,7 +8,7 @@ import pytest
 
 from drsl.config import ConfigError, config_from_dict, config_to_dict, load_config
 from drsl.config_reference import reference_markdown
-from drsl.configs import available_configs, resolve_config_path
+from drsl.configs import CONFIG_DIR, available_configs, resolve_config_path
 
 DOCS = Path(__file__).parent.parent / "docs" / "configuration.md"
 
@@ -32,6 +32,17 @@ def test_renamed_keys_of_old_run_configs_are_read_under_their_new_names(tmp_path
     (tmp_path / "old.yaml").write_text("model: {pretrained: w.pth}\nadapt: {host: mix, mix: {fd_weight: 0.01}}\n")
     assert load_config(tmp_path / "old.yaml").adapt.feature_distance.weight == 0.01
     assert load_config(None, ["adapt.mix.fd_classes=[7]"]).adapt.feature_distance.classes == [7]
+
+
+def test_the_old_method_name_cbst_is_read_as_self_training(tmp_path: Path) -> None:
+    """Run folders and checkpoints recorded with adapt.method: cbst still load; no packaged config uses it."""
+    recorded = config_to_dict(load_config(resolve_config_path("synth/mix")))
+    recorded["adapt"]["method"] = "cbst"
+    assert config_from_dict(recorded).adapt.method == "self_training"
+    (tmp_path / "old.yaml").write_text("adapt: {method: cbst, host: mix}\ndata: {target: {root: t}}\n")
+    assert load_config(tmp_path / "old.yaml").adapt.method == "self_training"
+    assert load_config(resolve_config_path("synth/cbst"), ["adapt.method=cbst"]).adapt.method == "self_training"
+    assert not [path for path in CONFIG_DIR.rglob("*.yaml") if "method: cbst" in path.read_text()]
 
 
 def test_exponent_notation_without_a_dot_is_a_float(tmp_path: Path) -> None:
@@ -96,3 +107,11 @@ def test_unknown_config_name() -> None:
 
 def test_reference_doc_is_current() -> None:
     assert DOCS.read_text() == reference_markdown(), "regenerate: drsl config reference > docs/configuration.md"
+
+
+def test_every_config_key_has_a_meaning() -> None:
+    """Each row of the generated reference says what its key is (a ``#:`` comment in drsl/config.py)."""
+    rows = [line for line in reference_markdown().splitlines() if line.startswith("| `")]
+    assert len(rows) > 150
+    empty = [row.split("|")[1].strip() for row in rows if not row.rstrip().removesuffix("|").rsplit("|", 1)[-1].strip()]
+    assert empty == []

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 DOC = Path(__file__).parent.parent / "docs" / "python_api.md"
 
@@ -19,3 +20,6 @@ def test_python_api_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 - our own documentation
     assert (tmp_path / "runs" / "tiny_drsl" / "eval.json").is_file()
     assert namespace["labels"].shape == (128, 224)
+    assert [labels.shape for labels in namespace["several"]] == [(128, 224)] * 2  # type: ignore[attr-defined]
+    assert Image.open(tmp_path / "overlay.png").size == (224, 128)
+    assert "channels first" in str(namespace["message"])

@@ -123,9 +123,10 @@ def test_predict_on_a_large_image_stays_within_the_bound(monkeypatch: pytest.Mon
     seen: list[int] = []
     model.module.segmentor.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].shape[-2] * inputs[0].shape[-1]))
     image = RNG.integers(0, 256, (90, 130, 3), dtype=np.uint8)
-    confidence, labels = model.predict(image, max_pixels=48 * 48)
-    assert labels.shape == confidence.shape == (1, 90, 130) and labels.dtype == torch.uint8
+    labels, confidence = model.predict(image, max_pixels=48 * 48)
+    assert labels.shape == confidence.shape == (90, 130) and labels.dtype == np.uint8
     assert len(seen) > 4 and max(seen) <= 48 * 48
-    whole_confidence, whole_labels = model.probabilities(image).max(1)
-    assert torch.equal(model.predict(image, max_pixels=90 * 130)[1], whole_labels.to(torch.uint8))
-    assert torch.allclose(model.predict(image, max_pixels=90 * 130)[0], whole_confidence)
+    whole_confidence, whole_labels = model.probabilities(image)[0].max(0)
+    whole = model.predict(image, max_pixels=90 * 130)
+    np.testing.assert_array_equal(whole.labels, whole_labels.to(torch.uint8).numpy())
+    np.testing.assert_allclose(whole.confidence, whole_confidence.numpy(), rtol=1e-5, atol=1e-6)

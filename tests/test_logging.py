@@ -3,6 +3,7 @@ Weights & Biases tracker, tested with a stand-in ``wandb`` module."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import types
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from drsl.config import ConfigError, load_config
+from drsl.errors import CheckpointError
 from drsl.configs import resolve_config_path
 from drsl.engine import logging as run_logging
 from drsl.engine.logging import RunLogger, progress
@@ -97,3 +99,30 @@ def test_a_tracker_that_is_not_installed_stops_before_any_work(monkeypatch: pyte
     with pytest.raises(ConfigError, match="pip install wandb"):
         run_training(tiny_config(tmp_path / "data", tmp_path / "run", "train.trackers=[wandb]"))
     assert not (tmp_path / "run").exists()
+
+
+def test_train_log_holds_the_console_lines_and_every_logged_iteration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_config(tmp_path / "data", tmp_path / "run", "name=tiny")
+    run_training(config)
+    console = capsys.readouterr()
+    assert console.err.splitlines()[0] == f"run tiny: 2 iterations, writing to {tmp_path / 'run'}"
+    text = (tmp_path / "run" / "train.log").read_text()
+    assert f"run tiny: 2 iterations, writing to {tmp_path / 'run'}" in text.splitlines()[0]
+    assert "tiny iteration 1 train loss_source=" in text and "tiny iteration 2 val mIoU19=" in text
+    table = console.out.strip().splitlines()
+    assert table and all(line in text for line in table)  # the evaluation table, as printed
+    longer = tiny_config(tmp_path / "data", tmp_path / "run", "name=tiny", "train.iterations=3")
+    run_training(longer, resume=True, allow_config_change=True)
+    resumed = (tmp_path / "run" / "train.log").read_text()
+    assert resumed.startswith(text) and "resuming from" in resumed[len(text):]
+    assert "tiny iteration 3 train loss_source=" in resumed
+
+
+def test_a_run_stopped_by_a_bad_input_writes_no_text_log(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "data", tmp_path / "run", "init_checkpoint=missing.pt")
+    with pytest.raises(CheckpointError, match="missing.pt does not exist"):
+        run_training(config)
+    assert not (tmp_path / "run").exists()
+    assert not [h for h in logging.getLogger("drsl").handlers if isinstance(h, run_logging.TextLog)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,28 @@ def test_a_checkpoint_whose_stored_config_is_outdated_needs_config(runs: dict[st
     state["config"]["adapt"]["pseudo_label"].pop("save_confidence")
     current.write_text(yaml.safe_dump(state["config"]))
     assert load_model(old, config=current, device="cpu").classes.name == "cityscapes19"
+
+
+def test_pseudo_label_uses_the_runs_own_fusion_and_says_which(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from drsl.cli import main
+
+    state = torch.load(checkpoint(runs, "drsl"), weights_only=True)
+    state["config"]["adapt"]["pseudo_label"]["fusion"] = "confident"
+    confident = tmp_path / "confident.pt"
+    torch.save(state, confident)
+    assert main(["pseudo-label", str(confident), "--out", str(tmp_path / "run_fusion"), "--device", "cpu"]) == 0
+    assert "fusion confident, the run's adapt.pseudo_label.fusion" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run_fusion" / "manifest.json").read_text())["fusion"] == "confident"
+    out = tmp_path / "given"
+    assert main(["pseudo-label", str(confident), "--out", str(out), "--fusion", "none", "--device", "cpu"]) == 0
+    assert "fusion none, given by --fusion" in capsys.readouterr().out
+
+
+def test_a_checkpoint_recorded_with_the_old_method_name_loads(runs: dict[str, Path], tmp_path: Path) -> None:
+    state = torch.load(checkpoint(runs, "source_only"), weights_only=True)
+    state["config"]["adapt"]["method"] = "cbst"  # self_training's former name
+    old = tmp_path / "old_method.pt"
+    torch.save(state, old)
+    assert load_model(old, device="cpu").config.adapt.method == "self_training"

@@ -87,8 +87,10 @@ def test_one_run_report_lands_in_its_folder_with_one_chart_per_loss(runs: dict[s
 
 @pytest.mark.parametrize(("adapt", "label"), [
     ({"method": "source_only", "host": "rounds"}, "source-only"),
-    ({"method": "cbst", "host": "rounds"}, "CBST"),
+    ({"method": "self_training", "host": "rounds"}, "CBST"),
+    ({"method": "cbst", "host": "rounds"}, "CBST"),  # the old name of self_training
     ({"method": "drsl", "host": "online"}, "DRSL (online)"),
+    ({"method": "self_training", "host": "mix"}, "mix"),
     ({"method": "cbst", "host": "mix"}, "mix"),
     ({"method": "drsl", "host": "mix"}, "DRSL (mix)"),
     ({}, "unknown"),

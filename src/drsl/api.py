@@ -1,7 +1,10 @@
 """The Python API: load a checkpoint and segment images, evaluate, pseudo-label, export.
 
 >>> from drsl.api import load_model                       # doctest: +SKIP
->>> labels = load_model("runs/x/checkpoints/latest.pt").segment(image)   # doctest: +SKIP
+>>> labels = load_model("runs/x/checkpoints/latest.pt").segment("street.png")   # doctest: +SKIP
+
+Images come as paths, PIL images, numpy arrays, tensors or lists of them (:mod:`drsl.image_inputs`);
+one image gives one result, several a list (docs/python_api.md).
 """
 
 from __future__ import annotations
@@ -9,20 +12,21 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from drsl.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
 from drsl.data.classes import ClassSet, bind_class_set, checkpoint_class_set
-from drsl.data.io import as_rgb
 from drsl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drsl.engine.distributed import DistInfo, init_distributed, wants_cuda
+from drsl.errors import ImageInputError
 from drsl.evaluation.inference import in_tiles, predict_labels, predict_probs
+from drsl.image_inputs import ImageLike, Images, as_one, as_rgb_array, image_batches, is_several
+from drsl.viz.overlay import label_overlay
 
 #: Images over this many pixels are segmented in tiles (memory stays bounded: ``drsl predict`` on an
 #: 8000 x 8000 photo), each seen with ``TILE_MARGIN`` pixels of context on every side.
@@ -45,6 +49,15 @@ def _config_for(state: dict[str, Any], path: str | Path, config: str | Path | No
     return apply_overrides(stored, overrides)
 
 
+class Segmentation(NamedTuple):
+    """What :meth:`SegmentationModel.predict` returns for one image, both (H, W) at its size."""
+
+    #: Class ids (uint8) of the model's class set.
+    labels: np.ndarray
+    #: The probability of the predicted class (float32, in [0, 1]).
+    confidence: np.ndarray
+
+
 class SegmentationModel:
     """A trained segmentor (and its DRSL regulariser, if any) ready for inference; ``classes``
     names and colours what it predicts."""
@@ -60,56 +73,68 @@ class SegmentationModel:
         """True for DRSL models, which can report each pixel's mode."""
         return self.module.regularizer is not None
 
-    def _batch(self, image: np.ndarray | Image.Image | Tensor) -> Tensor:
-        """A (B, 3, H, W) batch (uint8 or float, on the CPU) of an image, image batch or tensor."""
-        if isinstance(image, Image.Image):
-            image = as_rgb(image, "the given PIL image")
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-            image = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        return image.unsqueeze(0) if image.dim() == 3 else image
-
-    def _tensor(self, image: np.ndarray | Image.Image | Tensor) -> Tensor:
-        batch = self._batch(image).to(self.device)
+    def _tensor(self, batch: Tensor) -> Tensor:
+        """A (N, 3, H, W) batch from :func:`image_batches` as float in [0, 1] on the model's device."""
+        batch = batch.to(self.device)
         return batch.float().div(255.0) if batch.dtype == torch.uint8 else batch.float()
 
     @torch.inference_mode()
-    def probabilities(self, image: np.ndarray | Image.Image | Tensor, eval_cfg: Any = None) -> Tensor:
-        """Class probabilities (B, C, H, W) at the input size, with the config's inference options.
+    def probabilities(self, images: Images, eval_cfg: Any = None) -> Tensor:
+        """Class probabilities (N, C, H, W), float32, at the input size, with the config's inference
+        options; ``images``: one image or several of one size (:mod:`drsl.image_inputs`).
 
         Memory grows with C x H x W: for large images use :meth:`predict`, which works in tiles.
         """
-        images = self._tensor(image)
-        return predict_probs(self._softmax, images, eval_cfg or self.config.eval, out_size=images.shape[-2:])
+        batches = [self._tensor(batch) for batch in image_batches(images, batch_size=2**31)]
+        if len({batch.shape[-2:] for batch in batches}) > 1:
+            raise ImageInputError("probabilities of images of different sizes: call it once per size")
+        batch = torch.cat(batches)
+        return predict_probs(self._softmax, batch, eval_cfg or self.config.eval, out_size=batch.shape[-2:])
 
     def _softmax(self, images: Tensor) -> Tensor:
         return torch.softmax(self.module.segmentor(images).logits.float(), dim=1)
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray | Image.Image | Tensor, max_pixels: int = TILE_PIXELS) -> tuple[Tensor, Tensor]:
-        """(confidence, labels), each (B, H, W): max and argmax (uint8) of :meth:`probabilities`
-        (up to float rounding), never holding all class probabilities at full resolution.
+    def predict(self, images: Images, max_pixels: int = TILE_PIXELS) -> Segmentation | list[Segmentation]:
+        """The :class:`Segmentation` (labels and confidence, numpy, at the input size) of one image,
+        or a list of them for several (a list, or an Nx3xHxW tensor; :mod:`drsl.image_inputs`).
 
-        Images over ``max_pixels`` pixels are processed in tiles (:func:`in_tiles`, with
-        ``TILE_MARGIN`` pixels of context), so memory stays bounded whatever the image size.
+        Labels and confidence are the argmax and max of :meth:`probabilities` (up to float
+        rounding), never holding all class probabilities at full resolution: images over
+        ``max_pixels`` pixels are processed in tiles (:func:`in_tiles`, with ``TILE_MARGIN`` pixels
+        of context), so memory stays bounded whatever the image size. Images of one size are
+        batched ``eval.batch_size`` at a time.
         """
         def labelled(tile: Tensor) -> Tensor:
             confidence, labels = predict_labels(self._softmax, self._tensor(tile), self.config.eval)
             return torch.stack([confidence, labels.float()], 1)
 
-        out = in_tiles(labelled, self._batch(image), max_pixels=max_pixels, margin=TILE_MARGIN)
-        return out[:, 0].clone(), out[:, 1].to(torch.uint8)
+        results = []
+        for batch in image_batches(images, self.config.eval.batch_size):
+            out = in_tiles(labelled, batch, max_pixels=max_pixels, margin=TILE_MARGIN).cpu()
+            results += [Segmentation(row[1].to(torch.uint8).numpy(), row[0].numpy()) for row in out]
+        return results if is_several(images) else results[0]
 
-    def segment(self, image: np.ndarray | Image.Image | Tensor) -> np.ndarray:
-        """Train-id label map (H, W) uint8 of one HxWx3 uint8 RGB image (numpy or PIL)."""
-        return self.predict(image)[1][0].cpu().numpy()
+    def segment(self, images: Images) -> np.ndarray | list[np.ndarray]:
+        """The label map (H, W) uint8 of one image: class ids of :attr:`classes` (255 never occurs);
+        a list of them for several images (a list, or an Nx3xHxW tensor; :mod:`drsl.image_inputs`)."""
+        predicted = self.predict(images)
+        return [p.labels for p in predicted] if isinstance(predicted, list) else predicted.labels
+
+    def overlay(self, image: ImageLike, labels: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
+        """``image`` blended with the class colours of ``labels`` (default: :meth:`segment` of it) at
+        opacity ``alpha``, as an HxWx3 uint8 RGB array (``PIL.Image.fromarray`` saves it)."""
+        rgb = as_rgb_array(image)
+        labels = self.segment(rgb) if labels is None else np.asarray(labels)
+        if labels.shape != rgb.shape[:2]:
+            height, width = rgb.shape[:2]
+            raise ImageInputError(f"labels of shape {labels.shape} do not fit an image of {height}x{width}")
+        return label_overlay(rgb, labels, self.classes, alpha)
 
     @torch.inference_mode()
-    def mode_map(
-        self, image: np.ndarray | Image.Image | Tensor, labels: np.ndarray, max_pixels: int = TILE_PIXELS
-    ) -> np.ndarray:
-        """Each pixel's mode (H, W) under the given labels; 255 where unlabelled (DRSL models only).
+    def mode_map(self, image: ImageLike, labels: np.ndarray, max_pixels: int = TILE_PIXELS) -> np.ndarray:
+        """Each pixel's mode (H, W) uint8 under the given labels; 255 where unlabelled (DRSL models
+        only). ``image``: one image in any form :mod:`drsl.image_inputs` takes.
 
         Large images are processed in tiles, like :meth:`predict`.
         """
@@ -124,7 +149,7 @@ class SegmentationModel:
             return F.interpolate(modes[:, None], size=images.shape[-2:], mode="nearest")
 
         label_batch = torch.as_tensor(labels)[None, None]
-        modes = in_tiles(modes_of, self._batch(image), label_batch, max_pixels=max_pixels, margin=TILE_MARGIN)
+        modes = in_tiles(modes_of, as_one(image), label_batch, max_pixels=max_pixels, margin=TILE_MARGIN)
         return modes[0, 0].to(torch.uint8).cpu().numpy()
 
 
@@ -202,7 +227,12 @@ def pseudo_label_checkpoint(
     fusion: str | None = None, config: str | Path | None = None,
     overrides: list[str] | None = None, device: str = "auto",
 ) -> dict[str, Any]:
-    """Class-balanced pseudo-labels of a checkpoint's target set, written to ``out``."""
+    """Class-balanced pseudo-labels of a checkpoint's target set, written to ``out``; returns their
+    manifest (its ``fusion``: the one used).
+
+    ``fusion``: how a DRSL model's MMDL head joins the selection; None: the run's own
+    ``adapt.pseudo_label.fusion`` (``none`` for models without the head).
+    """
     from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels
     from drsl.data.registry import build_dataset
 
@@ -210,7 +240,7 @@ def pseudo_label_checkpoint(
     cfg = model.config
     if cfg.data.target is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.target: pass --config")
-    fusion = fusion or ("agree" if model.has_modes else "none")
+    fusion = fusion or (cfg.adapt.pseudo_label.fusion if model.has_modes else "none")
     dist: DistInfo = dataclasses.replace(init_distributed(device, cfg.dist), device=model.device)
     return generate_pseudo_labels(
         model.module, build_dataset(cfg.data.target, model.classes, require_labels=False), out, cfg, dist,

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from drsl import __version__
 from drsl.bench.compare import Plan
 from drsl.bench.variants import DEFAULT_VARIANTS, NETWORKS, QUICK_VARIANTS, VARIANTS
 from drsl.commands import bench_speed, export, options, predict, report
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=RawHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"drsl {__version__}",
+                        help="print drsl's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="generate the built-in benchmark, check or convert datasets")
@@ -126,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--out", required=True, help="output folder (pred/, score/, manifest.json with the thresholds)")
     pseudo.add_argument("--portion", type=options.portion, default=0.5, help="portion of each class's pixels kept")
     pseudo.add_argument("--round", type=options.non_negative_int, default=0, help="round index recorded in the manifest")
-    pseudo.add_argument("--fusion", choices=FUSIONS, help="MMDL fusion (DRSL checkpoints)")
+    pseudo.add_argument("--fusion", choices=FUSIONS,
+                        help="how a DRSL checkpoint's MMDL head joins the selection (default: the run's own "
+                        "adapt.pseudo_label.fusion; none for checkpoints without the head)")
     pseudo.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
     pseudo.add_argument("--scales", type=options.positive, nargs="+",
                         help="multi-scale inference, e.g. 0.75 1 1.25 (default: adapt.pseudo_label.scales)")
@@ -213,8 +219,6 @@ def _command_data(args: argparse.Namespace) -> int:
 def _command_train(args: argparse.Namespace) -> int:
     from drsl.config import load_config
     from drsl.configs import resolve_config_path
-    from drsl.engine.run_dir import continued_config
-    from drsl.training import run_training
 
     overrides = list(args.overrides)
     if args.work_dir:
@@ -225,9 +229,16 @@ def _command_train(args: argparse.Namespace) -> int:
     resume = args.resume_from or args.resume or None
     if args.change_config and not resume:
         raise ConfigError("--change-config applies to a resumed run: add --resume")
+    if os.environ.get("RANK", "0") == "0":  # at once: importing torch and the models takes seconds
+        length = "resuming" if resume else f"{config.train.iterations} iterations"
+        print(f"run {config.name}: {length}, writing to {config.work_dir}", file=sys.stderr, flush=True)
+    from drsl.engine.run_dir import continued_config
+    from drsl.training import run_training
+
     if resume:
         config = continued_config(config, overrides)
-    run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config)
+    run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config,
+                 announce=False)
     return 0
 
 
@@ -266,7 +277,8 @@ def _command_pseudo_label(args: argparse.Namespace) -> int:
     )
     coverage = manifest["coverage"]
     kept = "nothing predicted" if coverage is None else f"{100 * coverage:.1f}% of the predicted pixels kept"
-    print(f"wrote {manifest['num_images']} pseudo-labels to {args.out} ({kept})")
+    chosen = "given by --fusion" if args.fusion else "the run's adapt.pseudo_label.fusion"
+    print(f"wrote {manifest['num_images']} pseudo-labels to {args.out} ({kept}; fusion {manifest['fusion']}, {chosen})")
     return 0
 
 

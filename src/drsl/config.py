@@ -92,7 +92,10 @@ FUSIONS: tuple[str, ...] = typing.get_args(Fusion)
 class DatasetConfig:
     """One dataset in its official on-disk layout."""
 
+    #: On-disk layout: the official gta5, synthia or cityscapes folders, or folder (images/ and masks/ of
+    #: your own: docs/your_own_data.md).
     layout: Literal["gta5", "synthia", "cityscapes", "folder"] = "gta5"
+    #: The dataset's root folder, laid out as ``layout`` expects.
     root: str = ""
     #: Cityscapes split (train/val/test); ignored by gta5/synthia/folder.
     split: str = "train"
@@ -114,16 +117,25 @@ class DatasetConfig:
 class AugmentConfig:
     """Joint image+mask augmentation applied to training crops."""
 
+    #: [height, width] of the random training crop, taken after rescaling (padded when smaller).
     crop_size: Size = field(default_factory=lambda: [512, 512])
     #: [smallest, largest] random rescaling factor.
     scale_range: Annotated[list[Positive], Bounds(length=2, increasing=True)] = field(default_factory=lambda: [0.5, 1.5])
+    #: Flip each crop horizontally with probability 0.5.
     hflip: bool = True
+    #: Colour jitter, blur and noise on the image (the keys below); the mask is untouched.
     photometric: bool = True
+    #: Colour jitter: brightness scaled by a random factor in [1 - this, 1 + this].
     brightness: NonNegative = 0.4
+    #: Colour jitter: contrast scaled by a random factor in [1 - this, 1 + this].
     contrast: NonNegative = 0.4
+    #: Colour jitter: saturation scaled by a random factor in [1 - this, 1 + this].
     saturation: NonNegative = 0.4
+    #: Colour jitter: hue shifted by up to this fraction of the colour wheel either way.
     hue: Annotated[float, Bounds(0, 0.5)] = 0.05
+    #: Probability of a Gaussian blur of the crop.
     blur_prob: Probability = 0.3
+    #: Standard deviation of the Gaussian noise added to the image (pixel values in [0, 1]).
     noise_std: NonNegative = 0.03
 
 
@@ -131,6 +143,8 @@ class AugmentConfig:
 class SourceSamplingConfig:
     """How source images are drawn: uniform epochs, or class-balanced (rare classes more often)."""
 
+    #: uniform: every source image once per epoch; class_balanced: images holding rare classes more often
+    #: (DAFormer's rare-class sampling).
     mode: Literal["uniform", "class_balanced"] = "uniform"
     #: Class-balanced: P(class) is proportional to exp((1 - pixel share) / temperature).
     temperature: Positive = 0.01
@@ -151,7 +165,10 @@ class DataConfig:
     source_augment: AugmentConfig = field(default_factory=AugmentConfig)
     target_augment: AugmentConfig = field(default_factory=AugmentConfig)
     source_sampling: SourceSamplingConfig = field(default_factory=SourceSamplingConfig)
+    #: Source images per optimiser step over all processes (the global batch); self-training adds as many
+    #: target images.
     batch_size: Count = 2
+    #: DataLoader worker processes per training process (0: load in the training process).
     num_workers: NonNegativeInt = 2
     #: Evaluation subsets of the class set, by size (e.g. 19/16/13); the first is the headline
     #: mIoU. Empty: all classes.
@@ -198,6 +215,7 @@ class ModelConfig:
     #: Every encoder BatchNorm keeps the statistics it was loaded with (the DeepLab-v2 practice at
     #: small batches; needed for DDP on CPU, which has no SyncBatchNorm).
     freeze_bn: bool = False
+    #: BatchNorm statistics computed over all processes of a multi-GPU run (SyncBatchNorm; CUDA only).
     sync_bn: bool = False
 
 
@@ -207,19 +225,24 @@ class OptimConfig:
 
     #: sgd (the DeepLab-v2 lineage) or adamw (DAFormer: lr 6e-5, weight_decay 0.01).
     name: Literal["sgd", "adamw"] = "sgd"
+    #: Base learning rate (the encoder's; the heads get head_lr_mult times it), at the end of any warm-up.
     lr: Positive = 2.5e-4
     #: SGD only.
     momentum: Momentum = 0.9
     #: AdamW only: (beta1, beta2).
     betas: Annotated[list[Momentum], Bounds(length=2)] = field(default_factory=lambda: [0.9, 0.999])
+    #: L2 weight decay (SGD) or decoupled weight decay (AdamW).
     weight_decay: NonNegative = 5e-4
     #: Weight decay also on normalisation layers and position terms (DAFormer: false).
     decay_norms: bool = True
     #: poly: warm-up ramp (i+1)/W to the base LR, then (1 - i/T)^power. daformer: (1 - i/T)^power
     #: throughout, times a linear ramp from warmup_ratio to 1 over warmup_iters (mmcv, DAFormer).
     schedule: Literal["poly", "daformer"] = "poly"
+    #: Exponent of the poly decay (1 - i/T)^power over the T = train.iterations iterations.
     poly_power: NonNegative = 0.9
+    #: Learning-rate multiplier of the decode head and the MMDL head over the encoder's.
     head_lr_mult: Positive = 10.0
+    #: Iterations of learning-rate warm-up at the start (0: none); the ramp's shape follows optim.schedule.
     warmup_iters: NonNegativeInt = 0
     #: daformer schedule: the LR multiplier at iteration 0 of the warm-up.
     warmup_ratio: Annotated[float, Bounds(0, 1, low_open=True)] = 1e-6
@@ -229,9 +252,11 @@ class OptimConfig:
 class TrainConfig:
     """The iteration loop."""
 
+    #: Optimiser steps of the whole run (all rounds of the rounds host together).
     iterations: NonNegativeInt = 20000
     #: Split every batch into this many micro-batches (gradient accumulation).
     grad_accum: Count = 1
+    #: Mixed precision of the training forward: bf16 or fp16 autocast (fp16 with a gradient scaler), none: float32.
     amp: Literal["none", "bf16", "fp16"] = "none"
     #: Model and image batches in NHWC memory layout; "auto": on CUDA only (cuDNN prefers NHWC).
     channels_last: bool | Literal["auto"] = "auto"
@@ -239,10 +264,17 @@ class TrainConfig:
     cudnn_benchmark: bool | Literal["auto"] = "auto"
     #: torch.compile the segmentor (first steps are slow while it compiles; CUDA or a C++ compiler).
     compile: bool = False
+    #: Iterations between two log records (metrics.jsonl, TensorBoard, train.log), each the mean since the last
+    #: (0: none).
     log_every: NonNegativeInt = 50
+    #: Iterations between two evaluations on data.val during training (0: only the final one).
     eval_every: NonNegativeInt = 0
+    #: Iterations between two checkpoints (latest.pt and iter_N.pt, the last 3 kept; 0: only the final one).
     checkpoint_every: NonNegativeInt = 1000
+    #: Iterations between two TensorBoard panels of a source and a target image with their predictions (0: none).
     panel_every: NonNegativeInt = 0
+    #: Ask torch for deterministic algorithms (GPU: cuDNN's deterministic kernels, slower); CPU runs are
+    #: deterministic anyway.
     deterministic: bool = False
     #: Experiment trackers that also receive the logged scalars and panels (each needs its
     #: package installed: wandb needs `pip install wandb`).
@@ -253,10 +285,15 @@ class TrainConfig:
 class EvalConfig:
     """Inference used by evaluation, pseudo-labelling and prediction."""
 
+    #: whole: the full image in one forward; slide: overlapping crop_size windows at stride, averaged.
     mode: Literal["whole", "slide"] = "whole"
+    #: slide mode: [height, width] of each window.
     crop_size: Size = field(default_factory=lambda: [512, 1024])
+    #: slide mode: [rows, columns] between window starts (at most crop_size, so windows overlap or touch).
     stride: Size = field(default_factory=lambda: [341, 683])
+    #: Average the prediction with that of the horizontally flipped image.
     flip: bool = False
+    #: Image scales whose predictions are averaged (multi-scale inference; [1.0]: the image as it is).
     scales: Scales = field(default_factory=lambda: [1.0])
     #: Resize inputs to this [height, width] before inference; predictions return to label size.
     resize: Size | None = None
@@ -271,15 +308,20 @@ class EvalConfig:
 class PseudoLabelConfig:
     """Class-balanced pseudo-label selection (CBST)."""
 
+    #: Rounds host: share of each class's predicted target pixels kept as pseudo-labels in the first round.
     portion_start: Portion = 0.2
+    #: Rounds host: how much the kept share grows each round.
     portion_step: Annotated[float, Bounds(0, 1)] = 0.1
+    #: Rounds host: the largest kept share.
     portion_max: Portion = 0.5
     #: MMDL fusion into selection: none, agree (both heads must agree), confident (veto only where
     #: the MMDL head disagrees and is the more confident head), product (fused posterior).
     #: It starts once the MMDL head is trained: from round 1 (rounds host) or after
     #: adapt.drsl.warmup_iters iterations (online host).
     fusion: Fusion = "agree"
+    #: Pseudo-labelling passes (rounds host, drsl pseudo-label) also average the flipped image's prediction.
     flip: bool = False
+    #: Image scales whose predictions pseudo-labelling passes (rounds host, drsl pseudo-label) average.
     scales: Scales = field(default_factory=lambda: [1.0])
 
 
@@ -287,26 +329,44 @@ class PseudoLabelConfig:
 class DRSLConfig:
     """The DRSL regulariser: MMDL head and stochastic mode alignment (docs/method.md)."""
 
+    #: The regulariser (MMDL head and mode alignment) is built and trained; false: adapt.method=drsl trains
+    #: as self-training.
     enabled: bool = True
+    #: Modes K per class: each class is modelled as a mixture of K von Mises-Fisher directions.
     num_modes: Count = 3
+    #: Dimension of the MMDL head's L2-normalised pixel embeddings.
     embed_dim: Count = 32
+    #: Width of the MMDL head's hidden layer (before LayerNorm and ReLU).
     hidden_dim: Count = 128
+    #: Concentration of every von Mises-Fisher mode: larger makes p(class, mode | embedding) sharper.
     kappa: Positive = 10.0
+    #: Weight of the MMDL loss (class and mode likelihood of source and pseudo-labelled target pixels).
     lambda_mm: NonNegative = 0.3
+    #: Weight of the stochastic mode alignment loss (target embeddings pulled to source ones of the same
+    #: class and mode).
     lambda_sma: NonNegative = 1.0
     #: Iterations over which both weights ramp linearly from 0 to their value.
     warmup_iters: NonNegativeInt = 0
     #: Mode means learned by gradient, or tracked as an EMA of the embeddings assigned to them.
     mean_update: Literal["gradient", "ema"] = "gradient"
+    #: mean_update=ema: momentum of the mode means' moving average.
     mean_ema: Momentum = 0.99
+    #: Sinkhorn iterations balancing each class's pixels over its modes (keeps every mode in use).
     sinkhorn_iters: NonNegativeInt = 3
+    #: Entropy weight of the Sinkhorn balancing: smaller gives harder assignments.
     sinkhorn_epsilon: Positive = 0.05
     #: Embeddings are sampled on a grid with this stride (in feature pixels) for the losses.
     grid_stride: Count = 1
+    #: Mode alignment: pixels drawn per class, mode and domain in each batch (at most).
     samples_per_mode: Count = 32
+    #: Mode alignment: pixels a (class, mode) needs in both domains of a batch to be aligned.
     min_pixels_per_mode: Count = 4
+    #: Stochastic mode alignment on (false: the MMDL loss alone).
     sma: bool = True
+    #: centroid_cosine: 1 - cosine to the centroid of the sampled source embeddings; pairwise: mean squared
+    #: distance between the samples.
     sma_distance: Literal["centroid_cosine", "pairwise"] = "centroid_cosine"
+    #: No mode-alignment gradient into the source side: only target embeddings move.
     detach_source: bool = True
     #: Optional margin push of target embeddings away from other modes' source centroids (0 = off).
     sma_margin: NonNegative = 0.0
@@ -324,7 +384,9 @@ class MixConfig:
     #: contrast, saturation; hue at a quarter of it) applied with this probability, then a
     #: Gaussian blur with probability ``blur_prob`` (DAFormer: 0.2, 0.2, 0.5).
     jitter_strength: Annotated[float, Bounds(0, 1)] = 0.2
+    #: Probability of the colour jitter of the mixed image.
     jitter_prob: Probability = 0.2
+    #: Probability of the Gaussian blur of the mixed image.
     blur_prob: Probability = 0.5
     #: The target pixels of the mixed crop that the DRSL regulariser reads (MMDL and mode
     #: alignment): those above ``confidence_threshold`` or every pixel the teacher labels.
@@ -347,14 +409,16 @@ class FeatureDistanceConfig:
 class AdaptConfig:
     """How target images are used."""
 
-    #: source_only (also the oracle, whose source is the labelled target), cbst (self-training
-    #: without the regulariser, pseudo-labels made by the host) or drsl.
-    method: Literal["source_only", "cbst", "drsl"] = "source_only"
+    #: source_only (also the oracle, whose source is the labelled target), self_training (target
+    #: pseudo-labels made by the host, no regulariser; "cbst" is read as this) or drsl (self-training
+    #: with the DRSL regulariser).
+    method: Literal["source_only", "self_training", "drsl"] = "source_only"
     #: How target pseudo-labels are made: rounds (class-balanced sets, CBST), online (an EMA
     #: teacher labels each target batch) or mix (EMA teacher plus cross-domain ClassMix).
     host: Literal["rounds", "online", "mix"] = "rounds"
     #: Self-training rounds (rounds host); train.iterations is split evenly between them.
     rounds: Count = 2
+    #: Weight of the target pseudo-label loss (mixing host: of the mixed crop's loss) beside the source loss.
     lambda_target: NonNegative = 1.0
     #: EMA teacher momentum (online and mix hosts).
     ema_momentum: Momentum = 0.999
@@ -387,8 +451,11 @@ class DistConfig:
 class Config:
     """A whole run."""
 
+    #: Run name: heads progress lines, logs and report rows.
     name: str = "run"
+    #: Seed of everything random in the run: initial weights, sampling, augmentation, regulariser draws.
     seed: Seed = 0
+    #: The run folder: checkpoints, config.yaml, train.log, metrics.jsonl, eval.json, pseudo-labels.
     work_dir: str = "runs/run"
     #: Checkpoint to start from (weights only), for example the shared source-only model.
     init_checkpoint: str | None = None
@@ -406,7 +473,7 @@ def check_config(config: Config) -> Config:
     is merged); a ConfigError names the keys. Returns the config."""
     adapt, pseudo, evaluation = config.adapt, config.adapt.pseudo_label, config.eval
     rules = [
-        (adapt.method in ("cbst", "drsl") and config.data.target is None,
+        (adapt.method in ("self_training", "drsl") and config.data.target is None,
          f"adapt.method={adapt.method} needs data.target (the unlabelled target images)"),
         (config.data.batch_size % config.train.grad_accum != 0,
          f"data.batch_size={config.data.batch_size} must be divisible by train.grad_accum={config.train.grad_accum}"),
@@ -509,15 +576,32 @@ RENAMED_KEYS = {
 }
 
 
+#: Values renamed since runs were first recorded: dotted key -> {old value: new value}; read like
+#: renamed keys.
+RENAMED_VALUES = {"adapt.method": {"cbst": "self_training"}}
+
+
+def current_value(key: str, value: Any) -> Any:
+    """``value`` of the dotted ``key`` under its current name (see :data:`RENAMED_VALUES`)."""
+    renames = RENAMED_VALUES.get(key, {})
+    return renames.get(value, value) if isinstance(value, str) else value
+
+
+def _parent(data: dict[str, Any], key: str) -> tuple[dict[str, Any] | None, str]:
+    """The mapping of ``data`` that holds the dotted ``key`` (None when absent), and its last part."""
+    *path, last = key.split(".")
+    parent: Any = data
+    for part in path:
+        parent = parent.get(part) if isinstance(parent, dict) else None
+    return (parent if isinstance(parent, dict) else None), last
+
+
 def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a nested config mapping, changed in place) with each renamed key moved to its new
-    place; a value already at the new place wins."""
+    place (a value already at the new place wins) and each renamed value given its new name."""
     for old, new in RENAMED_KEYS.items():
-        *path, last = old.split(".")
-        parent: Any = data
-        for key in path:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if not isinstance(parent, dict) or last not in parent:
+        parent, last = _parent(data, old)
+        if parent is None or last not in parent:
             continue
         value = parent.pop(last)
         *path, last = new.split(".")
@@ -525,6 +609,10 @@ def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
         for key in path:
             target = target.setdefault(key, {})
         target.setdefault(last, value)
+    for key in RENAMED_VALUES:
+        parent, last = _parent(data, key)
+        if parent is not None and last in parent:
+            parent[last] = current_value(key, parent[last])
     return data
 
 

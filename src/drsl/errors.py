@@ -32,6 +32,11 @@ class DistributedError(RuntimeError):
     unreachable); the message names the ranks, the address and the key that sets the wait."""
 
 
+class ImageInputError(ValueError):
+    """An image given to the Python API in a form it does not take; the message names the forms
+    it takes (:mod:`drsl.image_inputs`)."""
+
+
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (another run in it, in use by another
     process, nothing to resume...); the message says what to do instead."""

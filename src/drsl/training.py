@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ from drsl.adaptation.online import run_online
 from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config, ConfigError
+from drsl.data.checks import check_validation_masks
 from drsl.data.class_balance import source_sampling_weights
 from drsl.data.classes import ClassSet, bind_class_set, stored_class_count, write_class_file
 from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
 from drsl.engine.checkpoint import load_checkpoint
 from drsl.engine.distributed import DistInfo, barrier, init_distributed
-from drsl.engine.logging import RunLogger
+from drsl.engine.logging import RunLogger, echo, text_only
 from drsl.engine.run_dir import RunDirectory, plan_run
 from drsl.engine.sampling import SeededView
 from drsl.engine.trackers import build_trackers, check_trackers
@@ -116,7 +118,7 @@ def add_panels(trainer: Trainer, config: Config, source: Dataset, target: Datase
     trainer.step_hooks.append(lambda it: writer.maybe_log(it, trainer.module, source_sample, target_sample))
 
 
-def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> RunContext:
+def build_context(config: Config, checkpoint: Path | None, dist: DistInfo, logger: RunLogger) -> RunContext:
     """Seed, build datasets/model/trainer, and load ``checkpoint`` when resuming.
 
     Every input (class set, datasets, initial weights, the checkpoint) is read and checked here,
@@ -126,10 +128,11 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> Ru
     seed_everything(config.seed, config.train.deterministic)
     per_rank_batch(config, dist)
     check_trackers(config)
-    logger = RunLogger(config.work_dir, enabled=dist.is_main, name=config.name)
     module = build_module(config)
     source = source_view(config, classes)
     val = build_dataset(config.data.val, classes) if config.data.val is not None else None
+    if val is not None and dist.is_main:
+        check_validation_masks(val)
     target = build_dataset(config.data.target, classes, require_labels=False) if module.uses_target else None
     trainer = Trainer(
         config, module, dist, logger, make_evaluator(config, val, dist, classes) if val is not None else None
@@ -144,9 +147,10 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> Ru
 
 
 def start(ctx: RunContext) -> None:
-    """First writes of a run that owns its directory: the class set, experiment trackers, the
-    log cut back to the resumed checkpoint, the source sampling weights (cached in the run
-    directory)."""
+    """First writes of a run that owns its directory: its text log (train.log), the class set,
+    experiment trackers, the log cut back to the resumed checkpoint, the source sampling weights
+    (cached in the run directory)."""
+    ctx.logger.open_text_log()
     if ctx.dist.is_main:
         write_class_file(ctx.work_dir / "classes.yaml", ctx.classes)
         ctx.logger.trackers = build_trackers(ctx.config)
@@ -173,8 +177,8 @@ def finish(ctx: RunContext) -> dict[str, Any]:
         summary["confusion_matrix"] = matrix.tolist()
         ctx.logger.scalars(ctx.trainer.iteration, flat_scalars(result), prefix="val/")
         if ctx.dist.is_main:
-            print(format_table(result, f"{ctx.config.name}: target validation at iteration "
-                                       f"{ctx.trainer.iteration} ({ctx.work_dir})"))
+            echo(format_table(result, f"{ctx.config.name}: target validation at iteration "
+                                      f"{ctx.trainer.iteration} ({ctx.work_dir})"))
     if ctx.dist.is_main:
         atomic_write_json(ctx.work_dir / "eval.json", summary)
     return summary
@@ -182,7 +186,7 @@ def finish(ctx: RunContext) -> dict[str, Any]:
 
 def run_training(
     config: Config, resume: bool | str | Path | None = None, device: str = "auto",
-    overwrite: bool = False, allow_config_change: bool = False,
+    overwrite: bool = False, allow_config_change: bool = False, announce: bool = True,
 ) -> dict[str, Any]:
     """Train (and adapt) as the config says; returns the final evaluation summary.
 
@@ -190,7 +194,9 @@ def run_training(
     ``overwrite``); True continues ``work_dir``'s latest checkpoint; a path continues from that
     checkpoint; "auto" continues when the work dir holds a checkpoint of the same config and
     starts otherwise. A resumed run whose config differs from its recorded one needs
-    ``allow_config_change``. See :mod:`drsl.engine.run_dir`.
+    ``allow_config_change``. See :mod:`drsl.engine.run_dir`. The run's first line (name, length,
+    folder) goes to stderr when ``announce`` (a caller that printed one already passes False) and
+    always to its train.log.
     """
     dist = init_distributed(device, config.dist)
     bind_class_set(config)  # before the config is compared with the run directory's
@@ -199,8 +205,15 @@ def run_training(
     if plan.finished:
         log.info("%s finished already (pass a changed schedule with --change-config to extend it)", config.work_dir)
         return read_eval(config.work_dir)
-    ctx = build_context(config, plan.checkpoint, dist)
+    logger = RunLogger(config.work_dir, enabled=dist.is_main, name=config.name, text_log=True)
+    if dist.is_main:
+        line = start_line(config, plan.checkpoint)
+        if announce:
+            echo(line, sys.stderr)
+        else:
+            text_only.info(line)
     try:
+        ctx = build_context(config, plan.checkpoint, dist, logger)
         with RunDirectory(plan, enabled=dist.is_main):
             barrier()
             start(ctx)
@@ -211,8 +224,17 @@ def run_training(
             summary = finish(ctx)
         barrier()  # leave together: the main process records the outcome first
         return summary
+    except BaseException as exc:
+        text_only.error("stopped by %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+        raise
     finally:
-        ctx.logger.close()
+        logger.close()
+
+
+def start_line(config: Config, checkpoint: Path | None) -> str:
+    """The line a run prints first, before anything slow: its name, length and folder."""
+    resumed = f", resuming from {checkpoint}" if checkpoint is not None else ""
+    return f"run {config.name}: {config.train.iterations} iterations, writing to {config.work_dir}{resumed}"
 
 
 def read_eval(work_dir: str | Path) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class SelfTrainingModule(nn.Module):
     @property
     def uses_target(self) -> bool:
         """True for methods that train on target pseudo-labels."""
-        return self.adapt.method in ("cbst", "drsl")
+        return self.adapt.method in ("self_training", "drsl")
 
     def param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
         """Encoder at the base learning rate; classifier and MMDL head at ``head_lr_mult`` times it."""

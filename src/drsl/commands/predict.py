@@ -225,11 +225,9 @@ def predict_batches(model: SegmentationModel, batches: list[list[InputImage]]) -
         if not loaded:
             continue
         stacked = torch.from_numpy(np.stack([array for _, array in loaded])).permute(0, 3, 1, 2)
-        confidence, labels = model.predict(stacked)
-        for index, (item, array) in enumerate(loaded):
-            label = labels[index].cpu().numpy()
-            modes = model.mode_map(array, label) if model.has_modes else None
-            yield Prediction(item, array, label, confidence[index].cpu().numpy(), modes)
+        for (item, array), result in zip(loaded, model.predict(stacked)):
+            modes = model.mode_map(array, result.labels) if model.has_modes else None
+            yield Prediction(item, array, result.labels, result.confidence, modes)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,11 @@ in the folder layout.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,8 @@ from drsl.data.registry import build_dataset
 from drsl.fileio import (
     atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text, require_free_folder, staged_folder,
 )
+
+logger = logging.getLogger(__name__)
 
 @dataclass
 class CheckReport:
@@ -172,6 +178,47 @@ def check_dataset(cfg: DatasetConfig, classes: ClassSet, require_labels: bool = 
     for _ in _scan(dataset, report, "skip"):
         pass  # the scan fills the report
     return report
+
+
+#: Seconds the start-up check of the validation masks may take (:func:`check_validation_masks`).
+VAL_CHECK_SECONDS = 20.0
+
+
+def check_validation_masks(dataset: SegmentationDataset, seconds: float = VAL_CHECK_SECONDS) -> int:
+    """Read the validation masks of ``dataset`` (not its images) before training, so that a bad
+    one stops the run at once and not at its first evaluation; returns how many were checked.
+
+    Masks are read by a few threads in a fixed random order, which spreads them over the set, for
+    up to ``seconds`` (the rest are read at evaluation, as before); the first holding values outside
+    the class set's mapping, or unreadable, is a DataError naming it. Sizes were compared with the
+    images' when the dataset was built.
+    """
+    masks = [sample.label_path for sample in dataset.samples if sample.label_path is not None]
+    order = [masks[i] for i in np.random.default_rng(0).permutation(len(masks))]
+    workers = min(8, os.cpu_count() or 1)
+
+    def unknown_values(path: Path) -> list[int]:
+        return dataset.codec.unknown_values(dataset.codec.read(path))
+
+    start, checked = time.perf_counter(), 0
+    with ThreadPoolExecutor(workers) as pool:
+        while checked < len(order) and time.perf_counter() - start <= seconds:
+            chunk = order[checked:checked + 4 * workers]
+            try:
+                for path, unknown in zip(chunk, pool.map(unknown_values, chunk)):
+                    if unknown:
+                        raise LabelValueError(path, unknown, dataset.codec.expected)
+            except DataError as exc:
+                problem = f"{exc.problem}; a data.val mask, checked before training (evaluation would stop on it)"
+                raise DataError(exc.path, problem) from None
+            checked += len(chunk)
+    elapsed = time.perf_counter() - start
+    if checked < len(masks):
+        logger.info("checked %d of %d validation masks in %.0f s (spread over the set); the others are read at "
+                    "the first evaluation", checked, len(masks), elapsed)
+    else:
+        logger.debug("checked all %d validation masks in %.1f s", checked, elapsed)
+    return checked
 
 
 def convert_dataset(

@@ -1,4 +1,5 @@
-"""Run logging: TensorBoard scalars and images, a JSON-lines metrics file, optional experiment
+"""Run logging: TensorBoard scalars and images, a JSON-lines metrics file, a text log
+(``train.log``: the lines the console shows and one per logged iteration), optional experiment
 trackers (:mod:`drsl.engine.trackers`), and progress: a bar on a terminal, else a one-line status
 with the ETA every ``STATUS_SECONDS`` (log files, CI, ``nohup``).
 
@@ -12,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 from tqdm import tqdm
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
     from drsl.engine.trackers import Tracker
 
 log = logging.getLogger("drsl")
+#: Lines for the run's text log only, never the console: per-iteration records, echoed output.
+text_only = logging.getLogger("drsl.text_log")
+text_only.propagate = False
+text_only.setLevel(logging.INFO)
+
+#: The run's text log in its folder.
+TEXT_LOG = "train.log"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 #: Seconds between two status lines when stderr is not a terminal.
 STATUS_SECONDS = 60.0
@@ -30,13 +39,70 @@ STATUS_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {elapsed} elap
 OPEN_STATUS_FORMAT = "{desc}: {n_fmt} done, {elapsed} elapsed, {rate_fmt}{postfix}"
 
 
+class TextLog(logging.Handler):
+    """The records of the ``drsl`` loggers as lines of a run's ``train.log``.
+
+    Lines come from the moment the run starts; they are held in memory until :meth:`open` (the run
+    owns its folder: a bad input never touches it), then appended to the file, line by line (a
+    resumed run continues its file).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(TEXT_FORMAT))
+        self.pending: list[str] = []
+        self.file: TextIO | None = None
+        self.loggers = (log, text_only)
+        # Without any handler configured, Python shows warnings through its last resort; one on
+        # the drsl logger would silence that, so the last resort is attached beside it.
+        self.last_resort = logging.lastResort if not logging.getLogger().handlers else None
+        for logger in self.loggers:
+            logger.addHandler(self)
+        if self.last_resort is not None:
+            log.addHandler(self.last_resort)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        if self.file is None:
+            self.pending.append(line)
+            return
+        self.file.write(line + "\n")
+        self.file.flush()
+
+    def open(self, path: Path) -> None:
+        """Append the lines so far, and every later one, to ``path``."""
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open until close()
+        for line in self.pending:
+            self.file.write(line + "\n")
+        self.file.flush()
+        self.pending = []
+
+    def close(self) -> None:
+        """Detach from the loggers and close the file."""
+        for logger in self.loggers:
+            logger.removeHandler(self)
+        if self.last_resort is not None:
+            log.removeHandler(self.last_resort)
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        super().close()
+
+
+def echo(text: str, stream: TextIO | None = None) -> None:
+    """Write ``text`` to ``stream`` (default: stdout) and each of its lines to the run's text log."""
+    print(text, file=stream or sys.stdout, flush=True)
+    for line in text.splitlines():
+        text_only.info(line)
+
+
 class StatusLines:
-    """A file for tqdm that turns each refresh of the bar into one line on stderr."""
+    """A file for tqdm that turns each refresh of the bar into one line on stderr (and in the text log)."""
 
     def write(self, text: str) -> None:
         line = text.strip("\r\n ")
         if line:
-            sys.stderr.write(line + "\n")
+            echo(line, sys.stderr)
 
     def flush(self) -> None:
         sys.stderr.flush()
@@ -62,10 +128,15 @@ class RunLogger:
     """Writes ``tb/`` event files and ``metrics.jsonl`` in the run directory, and passes scalars
     and images on to ``trackers`` (main rank only). ``name`` (the run's) heads its progress."""
 
-    def __init__(self, work_dir: str | Path, enabled: bool = True, progress: bool = True, name: str = "") -> None:
+    def __init__(
+        self, work_dir: str | Path, enabled: bool = True, progress: bool = True, name: str = "",
+        text_log: bool = False,
+    ) -> None:
         self.enabled = enabled
         self.work_dir = Path(work_dir)
         self.name = name
+        #: Collects the run's lines for train.log when ``text_log`` (written from :meth:`open_text_log`).
+        self.text_log = TextLog() if text_log and enabled else None
         self.trackers: Sequence[Tracker] = ()
         self._writer: Any = None
         self._progress: tqdm | None = None
@@ -121,6 +192,13 @@ class RunLogger:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         self._records = count + 1
+        text_only.info("%s iteration %d %s %s", self.name, step, prefix.rstrip("/") or "scalars",
+                       ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+    def open_text_log(self) -> None:
+        """Start writing train.log in the run directory (appending): the lines so far, then each new one."""
+        if self.text_log is not None:
+            self.text_log.open(self.work_dir / TEXT_LOG)
 
     def truncate(self, records: int | None, step: int) -> None:
         """Cut metrics.jsonl back to what it held when a checkpoint was saved: its first
@@ -164,6 +242,9 @@ class RunLogger:
     def close(self) -> None:
         """Flush and close everything."""
         self.close_progress()
+        if self.text_log is not None:
+            self.text_log.close()
+            self.text_log = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

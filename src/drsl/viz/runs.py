@@ -11,10 +11,11 @@ from typing import Any
 
 import yaml
 
-from drsl.config import ConfigError
+from drsl.config import ConfigError, current_value
 from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 
-METHOD_NAMES = {"source_only": "source-only", "cbst": "CBST", "drsl": "DRSL"}
+#: Readable names of adapt.method; self-training is named by its rounds host (class-balanced rounds).
+METHOD_NAMES = {"source_only": "source-only", "self_training": "CBST", "drsl": "DRSL"}
 
 
 def is_number(value: Any) -> bool:
@@ -61,13 +62,13 @@ class RunData:
         """Readable method name: "source-only", "CBST", "DRSL", "DRSL (online)", "mix" (the
         mixing host without the regulariser), "DRSL (mix)"."""
         adapt = self.config.get("adapt") or {}
-        method, host = adapt.get("method"), adapt.get("host")
+        method, host = current_value("adapt.method", adapt.get("method")), adapt.get("host")
         if method is None:
             return "unknown"
         label = METHOD_NAMES.get(method, method)
         if method == "source_only" or host not in ("online", "mix"):
             return label
-        return "mix" if (method, host) == ("cbst", "mix") else f"{label} ({host})"
+        return "mix" if (method, host) == ("self_training", "mix") else f"{label} ({host})"
 
     @property
     def iterations(self) -> int | None:
