@@ -378,16 +378,26 @@ class DRSLConfig:
 class MixConfig:
     """The mixing host (DACS, Tranheden et al. 2021; DAFormer, Hoyer et al. 2022)."""
 
-    #: Teacher confidence above which a target pixel counts towards its image's loss weight.
+    #: Teacher confidence above which a target pixel counts as confident; the teacher-labelled
+    #: pixels of a batch weigh its share of confident pixels (DAFormer's pseudo_threshold).
     confidence_threshold: Annotated[float, Bounds(0, 1, high_open=True)] = 0.968
-    #: Strong augmentation of the mixed image: colour jitter of this strength (brightness,
-    #: contrast, saturation; hue at a quarter of it) applied with this probability, then a
-    #: Gaussian blur with probability ``blur_prob`` (DAFormer: 0.2, 0.2, 0.5).
+    #: Strong augmentation of the mixed image (kornia 0.5's ColorJitter, as DAFormer): with
+    #: probability ``jitter_prob`` a colour jitter whose brightness, contrast, saturation and hue
+    #: factors all have this strength, then with probability ``blur_prob`` a Gaussian blur.
+    #: DAFormer: strength 0.2; it jitters when U(0, 1) > 0.2 (color_jitter_probability), i.e. with
+    #: probability 0.8, and blurs with probability 0.5.
     jitter_strength: Annotated[float, Bounds(0, 1)] = 0.2
     #: Probability of the colour jitter of the mixed image.
-    jitter_prob: Probability = 0.2
+    jitter_prob: Probability = 0.8
     #: Probability of the Gaussian blur of the mixed image.
     blur_prob: Probability = 0.5
+    #: Shares of the crop's rows, at its top and at its bottom, where the teacher's labels weigh 0
+    #: (pasted source pixels keep weight 1): image borders where a camera's rectification and its
+    #: own vehicle make the labels unreliable. Each rounds to the nearest row. Shares rather than
+    #: DAFormer's rows (pseudo_weight_ignore_top / _bottom: 15 and 120 of its 512-row crops, i.e.
+    #: 0.0293 and 0.2344) so that a config keeps its meaning at any crop size.
+    pseudo_ignore_top_share: Probability = 0.0
+    pseudo_ignore_bottom_share: Probability = 0.0
     #: The target pixels of the mixed crop that the DRSL regulariser reads (MMDL and mode
     #: alignment): those above ``confidence_threshold`` or every pixel the teacher labels.
     drsl_target: Literal["confident", "all"] = "confident"
@@ -482,6 +492,9 @@ def check_config(config: Config) -> Config:
          f"adapt.host=mix pastes source pixels onto target crops: data.source_augment.crop_size="
          f"{config.data.source_augment.crop_size} must equal data.target_augment.crop_size="
          f"{config.data.target_augment.crop_size}"),
+        (adapt.mix.pseudo_ignore_top_share + adapt.mix.pseudo_ignore_bottom_share >= 1,
+         f"adapt.mix.pseudo_ignore_top_share={adapt.mix.pseudo_ignore_top_share} and pseudo_ignore_bottom_share="
+         f"{adapt.mix.pseudo_ignore_bottom_share} together cover every row of the crop"),
         (config.model.frozen_stages > 0 and not config.model.pretrained,
          f"model.frozen_stages={config.model.frozen_stages} keeps loaded weights fixed: set model.pretrained"),
         (adapt.feature_distance.weight > 0 and not config.model.pretrained,

@@ -84,7 +84,8 @@ def build_module(config: Config) -> SelfTrainingModule:
     if config.init_checkpoint:
         load_initial_weights(module, config.init_checkpoint, config.model.num_classes)  # type: ignore[arg-type]
     if module.uses_target and config.adapt.host in ("online", "mix"):
-        module.teacher = EMATeacher(module.student_parts(), config.adapt.ema_momentum)
+        # The mixing host's teacher normalises with batch statistics, as DAFormer's.
+        module.teacher = EMATeacher(module.student_parts(), config.adapt.ema_momentum, batch_statistics=mixing)
     return module
 
 

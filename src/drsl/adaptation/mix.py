@@ -1,13 +1,16 @@
-"""The mixing host (``adapt.host: mix``), DACS / DAFormer style, with the DRSL regulariser.
+"""The mixing host (``adapt.host: mix``), DAFormer's (its ``DACS`` module, after DACS), with the DRSL regulariser.
 
-One step: the EMA teacher labels the clean (geometric-only augmented) target crop; ClassMix pastes
-the pixels of half the classes of each source crop onto its target crop; the mixed image is
-strongly augmented; the student learns the source labels and the mixed labels, the pasted pixels at
-weight 1 and the target pixels at the teacher's confident share (pixels above
-``adapt.mix.confidence_threshold``). With DRSL, the regulariser sees the source crops and the
-pasted pixels as source, the confidently labelled target pixels of the mixed image (or all of them:
-``adapt.mix.drsl_target``) as target (MMDL on both, mode alignment between them), and the teacher's
-labels are optionally fused with its MMDL posterior.
+One step: the EMA teacher, in train mode without dropout (BatchNorm on the batch's statistics),
+labels the clean (geometric-only augmented) target crop; ClassMix pastes the pixels of half the
+classes of each source crop onto its target crop; the mixed image is strongly augmented. The
+student sees the source crops and the mixed crops in two forwards (so BatchNorm normalises each
+batch by itself) and learns the source labels and the mixed labels, the pasted pixels at weight 1
+and the teacher-labelled pixels at the batch's share of confident pixels (above
+``adapt.mix.confidence_threshold``), 0 in the ignored top and bottom rows; each cross-entropy
+averages over all pixels of its crops (mmsegmentation 0.x). With DRSL, the regulariser sees the
+source crops and the pasted pixels as source, the confidently labelled target pixels of the mixed
+image (or all of them: ``adapt.mix.drsl_target``) as target (MMDL on both, mode alignment between
+them), and the teacher's labels are optionally fused with its MMDL posterior.
 Rare classes come from the class-balanced source sampler (``data.source_sampling``). The trainer
 owns the loop; the teacher in the checkpoint and the mixing draws (from seed, iteration and each
 image's position in the global batch) make it resumable and independent of the process count.
@@ -29,6 +32,7 @@ from drsl.adaptation.classmix import (
     confident_pixels,
     confident_share,
     mix,
+    pseudo_weights,
     step_generator,
 )
 from drsl.adaptation.context import RunContext, batches, hide_target_labels, joint_batches, source_batches
@@ -72,23 +76,27 @@ class MixTrainingModule(SelfTrainingModule):
         source_labels = source["label"]
         predicted, score = self.teacher_predictions(target_images, source_labels.shape[-2:], iteration)
         confident = confident_pixels(score, predicted, self.settings.confidence_threshold)
-        weight = confident_share(confident)
+        share = confident_share(confident)
         generators = self._generators(iteration, source_images.shape[0])
         mask = class_mix_masks(source_labels, self.num_classes, generators)
         mixed = self.strong(mix(mask, source_images, target_images), generators)
         mixed_labels = mix(mask, source_labels, predicted.long())
-        pixel_weight = torch.where(mask, 1.0, weight.view(-1, 1, 1))
+        teacher_weight = pseudo_weights(
+            share, mask.shape, self.settings.pseudo_ignore_top_share, self.settings.pseudo_ignore_bottom_share
+        )
+        pixel_weight = torch.where(mask, 1.0, teacher_weight)
 
-        n = source_images.shape[0]
-        maps = self.segmentor.encode(torch.cat([source_images, mixed]))
-        logits, features = self.segmentor.decoder(maps)
-        loss_source = segmentation_loss(logits[:n], source_labels)
-        loss_mix = segmentation_loss(logits[n:], mixed_labels, pixel_weight)
+        # Two forwards, as DAFormer: a BatchNorm layer normalises each batch with its own statistics.
+        source_maps = self.segmentor.encode(source_images)
+        source_logits, source_features = self.segmentor.decoder(source_maps)
+        mixed_logits, mixed_features = self.segmentor(mixed)
+        loss_source = segmentation_loss(source_logits, source_labels, over_all_pixels=True)
+        loss_mix = segmentation_loss(mixed_logits, mixed_labels, pixel_weight, over_all_pixels=True)
         loss = loss_source + self.adapt.lambda_target * loss_mix
         logs: dict[str, Tensor | float] = {
             "loss_source": loss_source.detach(),
             "loss_target": loss_mix.detach(),
-            "confident_share": weight.mean(),
+            "confident_share": share,
             "mixed_share": mask.float().mean(),
         }
         if self.regularizer is not None:
@@ -96,11 +104,12 @@ class MixTrainingModule(SelfTrainingModule):
             target_part = torch.where(read, predicted.long(), IGNORE_INDEX)
             pasted = torch.where(mask, source_labels, IGNORE_INDEX)
             reg_loss, reg_logs = self.regularizer(
-                features, torch.cat([source_labels, pasted]), features[n:], target_part, step=iteration
+                torch.cat([source_features, mixed_features]), torch.cat([source_labels, pasted]),
+                mixed_features, target_part, step=iteration,
             )
             loss = loss + reg_loss
             logs.update({f"drsl/{k}": v for k, v in reg_logs.items()})
-        loss, logs = self.add_feature_distance(loss, logs, maps[-1][:n], source_images, source_labels)
+        loss, logs = self.add_feature_distance(loss, logs, source_maps[-1], source_images, source_labels)
         logs["loss"] = loss.detach()
         return StepOutput(loss, logs)
 

@@ -25,13 +25,16 @@ from drsl.engine.trainer import StepOutput
 from drsl.models.segmentor import Segmentor
 
 
-def segmentation_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+def segmentation_loss(
+    logits: Tensor, labels: Tensor, weight: Tensor | None = None, over_all_pixels: bool = False
+) -> Tensor:
     """Pixel cross-entropy at label resolution (logits upsampled bilinearly), ignoring 255,
     optionally weighted per pixel by ``weight`` (same shape as ``labels``).
 
-    A mean over the valid pixels of every process (:func:`global_mean`): under DDP each pixel
-    weighs the same whichever process holds it, and a process without valid pixels adds a
-    graph-connected zero. No host synchronisation.
+    A mean over the valid pixels of every process (:func:`global_mean`), or with
+    ``over_all_pixels`` over all of them, ignored ones counting 0 (mmsegmentation 0.x, which
+    DAFormer trains with). Under DDP each pixel weighs the same whichever process holds it, and a
+    process without valid pixels adds a graph-connected zero. No host synchronisation.
     """
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     if weight is None:
@@ -39,7 +42,8 @@ def segmentation_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = No
     else:
         pixels = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
         total = (pixels * weight).sum()
-    return global_mean(total, (labels != IGNORE_INDEX).sum())
+    count = labels.new_tensor(labels.numel()) if over_all_pixels else (labels != IGNORE_INDEX).sum()
+    return global_mean(total, count)
 
 
 def to_float_images(images: Tensor) -> Tensor:
