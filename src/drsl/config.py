@@ -213,7 +213,8 @@ class OptimConfig:
     #: AdamW only: (beta1, beta2).
     betas: Annotated[list[Momentum], Bounds(length=2)] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: NonNegative = 5e-4
-    #: Weight decay also on normalisation layers and position terms (DAFormer: false).
+    #: Weight decay also on the encoder's normalisation layers and on position terms (DAFormer:
+    #: false; the heads' normalisation layers are decayed either way, as in DAFormer).
     decay_norms: bool = True
     #: poly: warm-up ramp (i+1)/W to the base LR, then (1 - i/T)^power. daformer: (1 - i/T)^power
     #: throughout, times a linear ramp from warmup_ratio to 1 over warmup_iters (mmcv, DAFormer).
@@ -341,6 +342,9 @@ class FeatureDistanceConfig:
     weight: NonNegative = 0.0
     #: The classes whose source pixels it is measured on (DAFormer: the thing classes).
     classes: list[NonNegativeInt] = field(default_factory=lambda: [6, 7, 11, 12, 13, 14, 15, 16, 17, 18])
+    #: A feature cell counts when one class covers at least this share of its label pixels (ignored
+    #: pixels counting), else it is left out (DAFormer's fdist_scale_min_ratio: 0.75).
+    cell_min_share: Probability = 0.75
 
 
 @dataclass
