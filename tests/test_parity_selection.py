@@ -6,6 +6,7 @@ drsl's output on fixed inputs."""
 from __future__ import annotations
 
 import re
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,76 @@ def test_daformer_optimizer_groups_follow_mmcv_custom_keys() -> None:
         checked += 1
     assert checked == len(got)
     assert decoder_norms and all(got[i][1] == 0.01 for i in decoder_norms)  # head wins over norm
+
+
+def reference_rcs(counts: np.ndarray, temperature: float, min_pixels: int) -> tuple[list[int], np.ndarray, dict[int, list[int]]]:
+    """DAFormer mmseg/datasets/uda_dataset.py ``get_rcs_class_probs`` and the ``samples_with_class``
+    filter written out: classes with pixels sorted by pixel count, softmax((1 - f) / T), and per
+    class the images with more than min_pixels of it."""
+    totals = {c: int(counts[:, c].sum()) for c in range(counts.shape[1]) if counts[:, c].sum() > 0}
+    ordered = sorted(totals, key=lambda c: totals[c])
+    freq = np.array([totals[c] for c in ordered], dtype=np.float64) / sum(totals.values())
+    logits = (1 - freq) / temperature
+    prob = np.exp(logits - logits.max())
+    holders = {c: [i for i in range(len(counts)) if counts[i, c] > min_pixels] for c in ordered}
+    return ordered, prob / prob.sum(), holders
+
+
+@pytest.mark.parity
+def test_rare_class_probabilities_and_holders_follow_daformer_at_gta5_resolution() -> None:
+    """DAFormer mmseg/datasets/uda_dataset.py ``get_rcs_class_probs`` and ``UDADataset.__init__``
+    (rare_class_sampling min_pixels 3000, class_temp 0.01) on per-image statistics of
+    tools/convert_datasets/gta.py (full-resolution 1914x1052 labels): drsl's default shares give
+    the same classes, probabilities and images, 3000 pixels excluded and 3001 included."""
+    from drsl.config import SourceSamplingConfig
+    from drsl.data.class_balance import rare_class_sampling
+
+    pixels = 1914 * 1052
+    rng = np.random.default_rng(0)
+    counts = np.zeros((40, 19), dtype=np.int64)
+    counts[:, :5] = rng.integers(100_000, 400_000, size=(40, 5))
+    counts[:, 5:] = rng.integers(0, 9000, size=(40, 14)) * (rng.random((40, 14)) < 0.5)
+    counts[0, 12], counts[1, 12], counts[2, 12] = 3000, 3001, 2999  # at DAFormer's min_pixels
+    counts[3:, 12] = 0
+    config = SourceSamplingConfig(mode="class_balanced")
+    sampling = rare_class_sampling(counts, np.full(40, pixels), config)
+    classes, prob, holders = reference_rcs(counts, 0.01, 3000)
+    got = dict(zip(sampling.classes.tolist(), sampling.probabilities))
+    assert sorted(got) == sorted(classes)
+    np.testing.assert_allclose([got[c] for c in classes], prob, rtol=1e-9)
+    for c, images in zip(sampling.classes.tolist(), sampling.holders):
+        assert images.tolist() == holders[c], c
+    assert holders[12] == [1]
+    # The crop must hold more than 0.5 * 3000 pixels: 1500 is too few, 1501 enough.
+    assert 1500 <= sampling.min_crop_pixels[0] < 1501
+
+
+@pytest.mark.parity
+def test_rare_class_crops_are_made_again_until_they_hold_the_class() -> None:
+    """DAFormer mmseg/datasets/uda_dataset.py ``get_rare_class_sample``: the drawn image is
+    cropped, then, while the crop holds no more than min_pixels * min_crop_ratio pixels of the
+    drawn class, cropped again, up to 10 times (the last crop unchecked). A 16x64 image with the
+    rare class in its last 4 columns, 16x16 crops without scaling or flips: a crop holds enough
+    of it (2 columns) at 3 of its 49 offsets, so the sampled crops hold it with probability
+    1 - (46/49)^11, checked within a binomial 99.9% interval."""
+    from drsl.config import AugmentConfig, SourceSamplingConfig
+    from drsl.data.class_balance import RareClassCrops, rare_class_sampling
+    from drsl.data.transforms import build_train_transform
+    from drsl.engine.sampling import ResumableSampler, SeededView
+
+    label = torch.zeros(16, 64, dtype=torch.long)
+    label[:, 60:] = 5
+    images = [{"image": torch.zeros(3, 16, 64, dtype=torch.uint8), "label": label.clone()} for _ in range(2)]
+    images[1]["label"][:] = 0
+    counts = np.stack([np.bincount(s["label"].reshape(-1).numpy(), minlength=19) for s in images])
+    config = SourceSamplingConfig(mode="class_balanced", min_share=0.05, min_crop_ratio=0.5)  # 25.6 pixels
+    sampling = rare_class_sampling(counts, np.full(2, 16 * 64), config)
+    transform = build_train_transform(AugmentConfig(crop_size=[16, 16], scale_range=[1.0, 1.0], hflip=False, photometric=False))
+    view = RareClassCrops(SeededView(images, transform), sampling)  # type: ignore[arg-type]
+    draws = 200
+    keys = [key for key in islice(ResumableSampler(2, 1, seed=4, draw=sampling.draw), draws) if key[2] == 5]
+    held = np.mean([int((view[key]["label"] == 5).sum()) > 25.6 for key in keys])
+    expected = 1 - (46 / 49) ** 11
+    margin = 3.29 * np.sqrt(expected * (1 - expected) / len(keys))
+    assert len(keys) > 0.99 * draws  # the rare class is drawn almost always at temperature 0.01
+    assert abs(held - expected) < margin, (held, expected)

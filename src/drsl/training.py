@@ -19,7 +19,7 @@ from drsl.adaptation.online import run_online
 from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config, ConfigError
-from drsl.data.class_balance import source_sampling_weights
+from drsl.data.class_balance import source_sampling
 from drsl.data.classes import ClassSet, bind_class_set, stored_class_count, write_class_file
 from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
@@ -145,14 +145,14 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> Ru
 
 def start(ctx: RunContext) -> None:
     """First writes of a run that owns its directory: the class set, experiment trackers, the
-    log cut back to the resumed checkpoint, the source sampling weights (cached in the run
-    directory)."""
+    log cut back to the resumed checkpoint, the source sampling (its class counts cached in the
+    run directory)."""
     if ctx.dist.is_main:
         write_class_file(ctx.work_dir / "classes.yaml", ctx.classes)
         ctx.logger.trackers = build_trackers(ctx.config)
     if ctx.trainer.iteration:
         ctx.logger.truncate(ctx.log_records, ctx.trainer.iteration)
-    ctx.source_weights = source_sampling_weights(
+    ctx.source_sampling = source_sampling(
         ctx.source.dataset, ctx.config.data.source_sampling,  # type: ignore[arg-type]
         ctx.work_dir / "source_class_counts.json", ctx.dist.is_main,
     )
