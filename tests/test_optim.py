@@ -20,18 +20,27 @@ DAFORMER = dict(name="adamw", lr=6e-5, betas=[0.9, 0.999], weight_decay=0.01, de
                 schedule="daformer", poly_power=1.0, warmup_iters=1500, warmup_ratio=1e-6, head_lr_mult=10.0)
 
 
-class Toy(nn.Module):
-    """An 'encoder' with a position embedding and a LayerNorm, a 'head' with a BatchNorm."""
+class ToyEncoder(nn.Module):
+    """An encoder with a position embedding, a linear layer and a LayerNorm."""
 
     def __init__(self) -> None:
         super().__init__()
         self.pos_embed = nn.Parameter(torch.randn(1, 4))
         self.linear = nn.Linear(4, 4)
         self.norm = nn.LayerNorm(4)
+
+
+class Toy(nn.Module):
+    """A segmentor whose encoder is :class:`ToyEncoder`, and a 'head' with a BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.segmentor = nn.Module()
+        self.segmentor.encoder = ToyEncoder()
         self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
 
     def param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
-        encoder = [self.pos_embed, *self.linear.parameters(), *self.norm.parameters()]
+        encoder = list(self.segmentor.encoder.parameters())
         return [{"params": encoder, "lr_mult": 1.0}, {"params": list(self.head.parameters()), "lr_mult": optim.head_lr_mult}]
 
 
@@ -40,18 +49,20 @@ def groups_by_name(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[
     return {names[id(p)]: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
 
 
-def test_adamw_groups_exempt_norms_and_position_terms_and_scale_the_head() -> None:
+def test_adamw_groups_exempt_encoder_norms_and_position_terms_and_scale_the_head() -> None:
     toy = Toy()
     optimizer = build_optimizer(toy, OptimConfig(**DAFORMER))
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.999)
     groups = groups_by_name(toy, optimizer)
+    encoder = "segmentor.encoder."
     assert {name: lr for name, (lr, _) in groups.items()} == pytest.approx({
-        "pos_embed": 6e-5, "linear.weight": 6e-5, "linear.bias": 6e-5, "norm.weight": 6e-5,
-        "norm.bias": 6e-5, "head.0.weight": 6e-4, "head.0.bias": 6e-4, "head.1.weight": 6e-4,
-        "head.1.bias": 6e-4,
+        f"{encoder}pos_embed": 6e-5, f"{encoder}linear.weight": 6e-5, f"{encoder}linear.bias": 6e-5,
+        f"{encoder}norm.weight": 6e-5, f"{encoder}norm.bias": 6e-5, "head.0.weight": 6e-4,
+        "head.0.bias": 6e-4, "head.1.weight": 6e-4, "head.1.bias": 6e-4,
     })
     assert {name for name, (_, wd) in groups.items() if wd == 0.01} == {
-        "linear.weight", "linear.bias", "head.0.weight", "head.0.bias"
+        f"{encoder}linear.weight", f"{encoder}linear.bias", "head.0.weight", "head.0.bias", "head.1.weight",
+        "head.1.bias",
     }
     assert all(wd in (0.0, 0.01) for _, wd in groups.values())
 
@@ -110,7 +121,7 @@ def test_sgd_poly_schedule_is_unchanged() -> None:
     assert lrs == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01 * 0.96**0.9, 0.01 * 0.95**0.9])
 
 
-def test_daformer_config_exempts_every_layernorm_of_a_mit_segmentor() -> None:
+def test_daformer_config_exempts_every_encoder_layernorm_of_a_mit_segmentor() -> None:
     config: Config = load_config(
         resolve_config_path("gta5_cityscapes/daformer_source_only"), ["model.backbone=mit_b0", "model.pretrained=null"]
     )
@@ -120,9 +131,9 @@ def test_daformer_config_exempts_every_layernorm_of_a_mit_segmentor() -> None:
     for name, module_part in module.named_modules():
         for pname, _ in module_part.named_parameters(recurse=False):
             full = f"{name}.{pname}"
+            head = full.startswith("segmentor.decoder.")
             if isinstance(module_part, (nn.LayerNorm, nn.BatchNorm2d)):
-                assert decays[full][1] == 0.0, full
+                assert decays[full][1] == (0.01 if head else 0.0), full
             elif isinstance(module_part, (nn.Linear, nn.Conv2d)):
                 assert decays[full][1] == 0.01, full
-            head = full.startswith("segmentor.decoder.")
             assert decays[full][0] == pytest.approx(6e-4 if head else 6e-5), full

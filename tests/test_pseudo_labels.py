@@ -41,11 +41,11 @@ from fixtures import CITYSCAPES19
 
 
 def brute_thresholds(levels: np.ndarray, pred: np.ndarray, num_classes: int, permille: int):
-    """Sort-based rule: the k-th largest level of each class, k = ceil(permille / 1000 * N)."""
+    """Sort-based rule: the k-th largest level of each class, k = floor(permille / 1000 * N) (CRST)."""
     out = []
     for c in range(num_classes):
         values = np.sort(levels[pred == c].astype(np.int64))[::-1]
-        k = -(-permille * values.size // 1000)
+        k = permille * values.size // 1000
         out.append(KEEP_NOTHING if k == 0 else int(values[k - 1]))
     return np.array(out)
 
@@ -140,6 +140,7 @@ def test_quantize_levels_and_confidence_score():
     with pytest.raises(TypeError):
         quantize(np.array([1], dtype=np.uint16))
     assert keep_count(0.1, 10) == 1 and keep_count(0.2 + 0.1, 10) == 3 and keep_count(0.5, 0) == 0
+    assert keep_count(0.25, 10) == 2 and keep_count(0.2, 4) == 0  # floor, as CRST
     with pytest.raises(ValueError):
         keep_count(1.5, 10)
 

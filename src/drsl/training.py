@@ -21,7 +21,7 @@ from drsl.adaptation.rounds import run_rounds
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config, ConfigError
 from drsl.data.checks import check_validation_masks
-from drsl.data.class_balance import source_sampling_weights
+from drsl.data.class_balance import source_sampling
 from drsl.data.classes import ClassSet, bind_class_set, stored_class_count, write_class_file
 from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
@@ -149,15 +149,15 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo, logge
 
 def start(ctx: RunContext) -> None:
     """First writes of a run that owns its directory: its text log (train.log), the class set,
-    experiment trackers, the log cut back to the resumed checkpoint, the source sampling weights
-    (cached in the run directory)."""
+    experiment trackers, the log cut back to the resumed checkpoint, the source sampling (its class
+    counts cached in the run directory)."""
     ctx.logger.open_text_log()
     if ctx.dist.is_main:
         write_class_file(ctx.work_dir / "classes.yaml", ctx.classes)
         ctx.logger.trackers = build_trackers(ctx.config)
     if ctx.trainer.iteration:
         ctx.logger.truncate(ctx.log_records, ctx.trainer.iteration)
-    ctx.source_weights = source_sampling_weights(
+    ctx.source_sampling = source_sampling(
         ctx.source.dataset, ctx.config.data.source_sampling,  # type: ignore[arg-type]
         ctx.work_dir / "source_class_counts.json", ctx.dist.is_main,
     )

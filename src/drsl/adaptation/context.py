@@ -9,17 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from drsl.adaptation.self_training import SelfTrainingModule
 from drsl.config import Config, ConfigError
+from drsl.data.class_balance import RareClassCrops, RareClassSampling
 from drsl.data.classes import ClassSet
 from drsl.data.labels import IGNORE_INDEX
 from drsl.engine.distributed import DistInfo
 from drsl.engine.logging import RunLogger
-from drsl.engine.sampling import ResumableSampler
+from drsl.engine.sampling import ResumableSampler, SeededView
 from drsl.engine.trainer import Trainer
 
 
@@ -36,8 +36,8 @@ class RunContext:
     val: Dataset | None
     #: The classes the model predicts (data.classes, resolved).
     classes: ClassSet
-    #: Per-image source sampling probabilities (class-balanced sampling), None for uniform.
-    source_weights: np.ndarray | None = None
+    #: Rare-class sampling of the source crops (class-balanced sampling), None for uniform.
+    source_sampling: RareClassSampling | None = None
     #: metrics.jsonl records written when the resumed checkpoint was saved (None: not known).
     log_records: int | None = None
 
@@ -66,12 +66,17 @@ def per_rank_batch(config: Config, dist: DistInfo) -> int:
 
 def batches(
     view: Dataset, config: Config, seed: int, start_batch: int, dist: DistInfo,
-    weights: np.ndarray | None = None,
+    rare_classes: RareClassSampling | None = None,
 ) -> Iterator[Any]:
-    """An endless, resumable iterator of training batches from ``view`` (optionally weighted)."""
+    """An endless, resumable iterator of training batches from ``view`` (with ``rare_classes``:
+    a :class:`SeededView` whose crops are drawn by rare-class sampling)."""
     batch_size = per_rank_batch(config, dist)
+    draw = None
+    if rare_classes is not None:
+        assert isinstance(view, SeededView)
+        view, draw = RareClassCrops(view, rare_classes), rare_classes.draw
     sampler = ResumableSampler(
-        len(view), batch_size, seed, start_batch, dist.rank, dist.world_size, weights  # type: ignore[arg-type]
+        len(view), batch_size, seed, start_batch, dist.rank, dist.world_size, draw  # type: ignore[arg-type]
     )
     loader = DataLoader(
         view, batch_size=batch_size, sampler=sampler, num_workers=config.data.num_workers,
@@ -84,7 +89,7 @@ def batches(
 def source_batches(ctx: RunContext) -> Iterator[Any]:
     """Labelled source batches from the trainer's current iteration, as configured."""
     config = ctx.config
-    return batches(ctx.source, config, config.seed, ctx.trainer.iteration, ctx.dist, ctx.source_weights)
+    return batches(ctx.source, config, config.seed, ctx.trainer.iteration, ctx.dist, ctx.source_sampling)
 
 
 def joint_batches(source: Iterator[Any], target: Iterator[Any]) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,9 @@ from drsl.models.segmentor import Segmentor, build_model
 
 class ImageNetFeatureDistance:
     """Mean L2 distance between an encoder's deepest features and its frozen ImageNet copy's, over
-    the feature cells whose majority label is one of ``adapt.feature_distance.classes``."""
+    the feature cells whose label is one of ``adapt.feature_distance.classes``: a cell's label is the
+    value covering at least ``adapt.feature_distance.cell_min_share`` of its pixels (ignored pixels
+    counting), else the cell is ignored (DAFormer's ``downscale_label_ratio``)."""
 
     def __init__(self, config: Config) -> None:
         settings, num_classes = config.adapt.feature_distance, int(config.model.num_classes or 0)
@@ -35,6 +37,7 @@ class ImageNetFeatureDistance:
             )
         self.weight = settings.weight
         self.num_classes = num_classes
+        self.cell_min_share = settings.cell_min_share
         self.classes = torch.tensor(settings.classes, dtype=torch.long)
         self.encoder: nn.Module = build_model(config.model).encoder.requires_grad_(False).eval()
         for module in self.encoder.modules():
@@ -52,6 +55,6 @@ class ImageNetFeatureDistance:
         with torch.no_grad():
             reference = self.encoder(segmentor.normalize(images))[-1]
         distance = (features.float() - reference.float()).norm(dim=1)
-        cells = downsample_labels(labels, tuple(features.shape[-2:]), self.num_classes)
+        cells = downsample_labels(labels, tuple(features.shape[-2:]), self.num_classes, self.cell_min_share)
         selected = torch.isin(cells, self.classes).float()
         return global_mean((distance * selected).sum(), selected.sum())

@@ -1,6 +1,6 @@
 """Optimisers and learning-rate schedules: SGD with poly decay (the DeepLab-v2 lineage) and AdamW
 with DAFormer's schedule (linear warm-up times poly decay, 10x head learning rate, no weight decay
-on normalisation layers and position terms).
+on the encoder's normalisation layers and on position terms).
 
 The training module lists parameter groups with an ``lr_mult`` (``param_groups(optim_cfg)``);
 this module turns them into an optimiser and a ``LambdaLR`` schedule.
@@ -21,9 +21,16 @@ _POSITION_PARTS = ("pos_embed", "pos_block", "position")
 
 
 def no_decay_parameter_ids(module: nn.Module) -> set[int]:
-    """Ids of the parameters of normalisation layers and of position terms in ``module``."""
+    """Ids of the parameters exempt from weight decay: those of the normalisation layers of the
+    encoder (``module.segmentor.encoder``) and the position terms anywhere in ``module``.
+
+    This is DAFormer's ``paramwise_cfg`` under mmcv's key matching, where the longest key that the
+    parameter's name contains wins (``pos_block`` before ``head`` before ``norm``): the decode
+    head's normalisation layers are decayed, as every head's are here.
+    """
     norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-    ids = {id(p) for m in module.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
+    encoder = module.segmentor.encoder  # type: ignore[union-attr]
+    ids = {id(p) for m in encoder.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
     for name, param in module.named_parameters():
         if any(part.startswith(_POSITION_PARTS) for part in name.split(".")):
             ids.add(id(param))

@@ -10,12 +10,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+#: Draws of one epoch, from its generator and the dataset size: (indices, classes).
+EpochDraw = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
-class ResumableSampler(Sampler[tuple[int, int]]):
+
+class ResumableSampler(Sampler[tuple[int, ...]]):
     """An endless stream of ``(index, sample_seed)``: epoch-wise permutations of the dataset.
 
-    With ``weights`` (per-sample probabilities) each epoch is instead ``num_samples`` draws with
-    replacement from those probabilities (class-balanced sampling).
+    With ``draw`` each epoch is instead ``draw(rng, num_samples)``: that many (index, class) draws
+    (rare-class sampling, see :mod:`drsl.data.class_balance`), and the stream holds
+    ``(index, sample_seed, class)``.
 
     The global stream is cut into global batches of ``batch_size * world_size`` items; rank r takes
     items r, r + world_size, ... of each, so the union over ranks equals a single process run with
@@ -24,31 +28,31 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
     def __init__(
         self, num_samples: int, batch_size: int, seed: int, start_batch: int = 0,
-        rank: int = 0, world_size: int = 1, weights: np.ndarray | None = None,
+        rank: int = 0, world_size: int = 1, draw: EpochDraw | None = None,
     ) -> None:
         if num_samples <= 0:
             raise ValueError("cannot sample from an empty dataset")
-        if weights is not None and len(weights) != num_samples:
-            raise ValueError(f"{len(weights)} sampling weights for {num_samples} samples")
-        self.weights = weights
+        self.draw = draw
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.start_batch, self.rank, self.world_size = start_batch, rank, world_size
 
-    def _permutation(self, epoch: int) -> np.ndarray:
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The epoch's indices and, with ``draw``, their classes."""
         rng = np.random.default_rng([self.seed, epoch])
-        if self.weights is None:
-            return rng.permutation(self.num_samples)
-        return rng.choice(self.num_samples, size=self.num_samples, p=self.weights)
+        if self.draw is None:
+            return rng.permutation(self.num_samples), None
+        return self.draw(rng, self.num_samples)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
         position = self.start_batch * self.batch_size * self.world_size + self.rank
-        epoch, permutation = -1, np.empty(0, dtype=np.int64)
+        epoch, indices, classes = -1, np.empty(0, dtype=np.int64), None
         while True:
             if position // self.num_samples != epoch:
                 epoch = position // self.num_samples
-                permutation = self._permutation(epoch)
+                indices, classes = self._epoch(epoch)
             sample_seed = int(np.random.default_rng([self.seed, epoch, position]).integers(2**31))
-            yield int(permutation[position % self.num_samples]), sample_seed
+            at = position % self.num_samples
+            yield (int(indices[at]), sample_seed) if classes is None else (int(indices[at]), sample_seed, int(classes[at]))
             position += self.world_size
 
 
@@ -72,9 +76,15 @@ class SeededView(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, sample_seed = key
+        return self.augment(self.load(index), sample_seed)
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Sample ``index``, prepared, before the random transform."""
         sample = self.dataset[index]
-        if self.prepare is not None:
-            sample = self.prepare(sample)
+        return sample if self.prepare is None else self.prepare(sample)
+
+    def augment(self, sample: dict[str, Any], sample_seed: int) -> dict[str, Any]:
+        """``sample`` (changed in place) with its image and label transformed under ``sample_seed``."""
         if self.transform is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(sample_seed)

@@ -30,10 +30,11 @@ from drsl.engine.distributed import all_reduce_sum, global_mean
 USAGE_MOMENTUM = 0.9
 
 
-def downsample_labels(labels: Tensor, size: tuple[int, int], num_classes: int) -> Tensor:
+def downsample_labels(labels: Tensor, size: tuple[int, int], num_classes: int, min_share: float = 0.0) -> Tensor:
     """Majority-pool labels (B, H, W) to ``size`` (h, w); values outside [0, C) are ignore.
 
-    A cell without any image pixel (labels coarser than ``size``) is ignore.
+    A cell without any image pixel (labels coarser than ``size``) is ignore, and so is a cell whose
+    majority value covers less than ``min_share`` of its pixels (ignored pixels counting).
     """
     b, big_h, big_w = labels.shape
     h, w = size
@@ -49,7 +50,8 @@ def downsample_labels(labels: Tensor, size: tuple[int, int], num_classes: int) -
     index = (image + cell) * values + torch.where(valid, labels, num_classes)
     counts = count_keys(index.flatten(), b * h * w * values).view(b, h, w, values)
     top, out = counts.max(-1)
-    return torch.where((out == num_classes) | (top == 0), IGNORE_INDEX, out)
+    mixed = top < min_share * counts.sum(-1)
+    return torch.where((out == num_classes) | (top == 0) | mixed, IGNORE_INDEX, out)
 
 
 class DRSLRegularizer(nn.Module):

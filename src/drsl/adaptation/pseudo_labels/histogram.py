@@ -55,11 +55,11 @@ def level_confidence(level: int) -> float:
 
 
 def keep_count(portion: float, total: int) -> int:
-    """How many of ``total`` pixels the rule keeps: ceil(portion * total), portion to 1e-9."""
+    """How many of ``total`` pixels the rule keeps: floor(portion * total) as in CRST, portion to 1e-9."""
     if not 0.0 <= portion <= 1.0:
         raise ValueError(f"portion must be in [0, 1], got {portion}")
     parts = round(portion * _PORTION_PARTS)
-    return -(-parts * int(total) // _PORTION_PARTS)
+    return parts * int(total) // _PORTION_PARTS
 
 
 def is_distributed() -> bool:
@@ -180,9 +180,9 @@ class ClassConfidenceHistogram:
     def thresholds(self, portion: float) -> np.ndarray:
         """Per-class threshold levels keeping the top ``portion`` of each class's pixels.
 
-        For class c with N_c pixels: the largest level t such that at least ceil(portion * N_c)
-        pixels have level >= t (ties at t are kept). A class that keeps nothing (no pixels, or
-        portion 0) gets ``KEEP_NOTHING`` = 65536, which no uint16 level reaches; hence the int64
+        For class c with N_c pixels: the largest level t such that at least floor(portion * N_c)
+        pixels have level >= t (ties at t are kept). A class that keeps nothing (that count is 0)
+        gets ``KEEP_NOTHING`` = 65536, which no uint16 level reaches; hence the int64
         dtype. Keep a pixel of predicted class c when its level >= thresholds[c].
         """
         counts = self.counts.cpu().numpy()

@@ -22,9 +22,9 @@ def class_balanced_thresholds(
 ) -> torch.Tensor:
     """Per-class score thresholds (float, ``inf`` = keep nothing) of the CBST rule.
 
-    Threshold of class c = the ceil(portion * N_c)-th largest score among the N_c pixels predicted
-    as c, so keeping ``score >= threshold[predicted]`` keeps the top ``portion`` of every class,
-    ties at the threshold included. Exact: one sort, no quantisation.
+    Threshold of class c = the floor(portion * N_c)-th largest score among the N_c pixels predicted
+    as c (CRST's kc_parameters), so keeping ``score >= threshold[predicted]`` keeps the top
+    ``portion`` of every class, ties at the threshold included. Exact: one sort, no quantisation.
     """
     score = score.reshape(-1)
     pred = predicted.reshape(-1)
