@@ -35,10 +35,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -157,11 +157,16 @@ def read_maps(out_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray, n
     return maps
 
 
-def threshold_table(manifest: dict[str, Any]) -> np.ndarray:
-    """A 256-entry table: the threshold level of each predicted value (255 and unused: keep none)."""
+def level_table(levels: Sequence[int] | np.ndarray) -> np.ndarray:
+    """A 256-entry table: the threshold level of each class value (255 and unused: keep none)."""
     table = np.full(256, KEEP_NOTHING, dtype=np.int64)
-    table[: manifest["num_classes"]] = [t["level"] for t in manifest["thresholds"].values()]
+    table[: len(levels)] = levels
     return table
+
+
+def threshold_table(manifest: dict[str, Any]) -> np.ndarray:
+    """The :func:`level_table` of a complete set's thresholds."""
+    return level_table([t["level"] for t in manifest["thresholds"].values()])
 
 
 def select_labels(
@@ -361,8 +366,7 @@ class PseudoLabelWriter:
     ) -> tuple[np.ndarray, PseudoLabelQuality | None]:
         """Kept pixels per class of this rank's stored maps under ``thresholds``, and their quality
         against ``truth``; both summed over ranks."""
-        table = np.full(256, KEEP_NOTHING, dtype=np.int64)
-        table[: self.num_classes] = thresholds
+        table = level_table(thresholds)
         kept = np.zeros(self.num_classes, dtype=np.int64)
         quality = PseudoLabelQuality(self.num_classes) if truth is not None else None
         for name in names:
