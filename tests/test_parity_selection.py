@@ -188,3 +188,60 @@ def test_rare_class_crops_are_made_again_until_they_hold_the_class() -> None:
     margin = 3.29 * np.sqrt(expected * (1 - expected) / len(keys))
     assert len(keys) > 0.99 * draws  # the rare class is drawn almost always at temperature 0.01
     assert abs(held - expected) < margin, (held, expected)
+
+
+def reference_crst(prob: np.ndarray, portion: float) -> tuple[np.ndarray, np.ndarray]:
+    """CRST crst_seg.py ``kc_parameters`` (kc_policy cb, kc_value conf, ds_rate 1) and
+    ``label_selection`` written out on one probability map (C, H, W): per class, the confidences
+    of its predicted pixels sorted in descending order, threshold = the floor(N * portion)-th of
+    them (1 where that is 0); each pixel labelled argmax_c p_c / t_c, kept where that ratio >= 1."""
+    num_classes = prob.shape[0]
+    pred, conf = prob.argmax(0), prob.max(0)
+    thresholds = np.ones(num_classes)
+    for c in range(num_classes):
+        ranked = sorted(conf[pred == c].tolist(), reverse=True)
+        count = int(np.floor(len(ranked) * portion))
+        if count != 0:
+            thresholds[c] = ranked[count - 1]
+    weighted = prob / thresholds[:, None, None]
+    return np.where(weighted.max(0) >= 1, weighted.argmax(0), IGNORE), thresholds
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("portion", [0.2, 0.5])
+def test_cbst_pseudo_labels_follow_crst_label_selection(tmp_path: Path, portion: float) -> None:
+    """CRST (yzou2/CRST) crst_seg.py ``kc_parameters`` and ``label_selection`` with kc_policy
+    "cb": drsl's pseudo-label set gives the same thresholds and labels on a fixed three-class
+    probability map whose confidences fall on drsl's levels (every class keeps at least one pixel
+    and every threshold is above 1/3, where the two stored classes decide CRST's rule). Class 2 is
+    predicted with low confidence, so its threshold falls below 0.5 and other pixels whose runner-up
+    it is are labelled 2; CRST subsamples each class's confidences by ds_rate 4 for memory, drsl
+    counts them all (ds_rate 1 here)."""
+    from drsl.adaptation.pseudo_labels import LEVELS_PER_NAT, PseudoLabelWriter, level_confidence, load_pseudo_label
+
+    rng = np.random.default_rng(3)
+    shape = (40, 50)
+    top = rng.choice(3, size=shape, p=[0.45, 0.35, 0.2])
+    second = (top + rng.integers(1, 3, size=shape)) % 3
+    p1 = np.where(top == 2, rng.uniform(0.34, 0.48, shape), rng.uniform(0.5, 0.95, shape))
+    p2 = rng.uniform((1 - p1) / 2 + 0.005, np.minimum(p1, 1 - p1) - 0.005)
+    levels = np.rint(-np.log1p(-p1) * LEVELS_PER_NAT).astype(np.int32)
+    second_levels = np.rint(-np.log1p(-p2) * LEVELS_PER_NAT).astype(np.int32)
+    p1 = np.vectorize(level_confidence)(levels)
+    p2 = np.vectorize(level_confidence)(second_levels)
+    p3 = 1 - p1 - p2
+    assert (p3 >= 0).all() and (p3 < p2).all() and (p2 < p1).all()
+    prob = np.zeros((3, *shape))
+    np.put_along_axis(prob, top[None], p1[None], axis=0)
+    np.put_along_axis(prob, second[None], p2[None], axis=0)
+    np.put_along_axis(prob, (3 - top - second)[None], p3[None], axis=0)
+    expected, thresholds = reference_crst(prob, portion)
+    assert thresholds.min() > 1 / 3 and thresholds[2] < 0.5
+    writer = PseudoLabelWriter(tmp_path, 3, "parity")
+    writer.add(["image"], top[None].astype(np.uint8), levels[None], second[None].astype(np.uint8), second_levels[None])
+    manifest = writer.finalize(portion)
+    got = [t["confidence"] for t in manifest["thresholds"].values()]
+    np.testing.assert_allclose(got, thresholds, rtol=1e-12)
+    label = load_pseudo_label(tmp_path, "image")
+    assert ((expected != IGNORE) & (expected != top)).sum() > 0  # the runner-up decides some pixels
+    np.testing.assert_array_equal(label, expected)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from drsl.adaptation import pseudo_label_pass as pass_module
-from drsl.adaptation.posterior import fuse, head_posteriors
+from drsl.adaptation.posterior import fuse, head_posteriors, runner_up
 from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels, label_batch
 from drsl.adaptation.pseudo_labels import PseudoLabelQuality, load_pseudo_label, quantize, read_manifest
 from drsl.adaptation.pseudo_labels.writer import read_maps
@@ -80,8 +80,9 @@ def test_maps_equal_an_independent_computation_and_bands_do_not_matter(setup, mo
     config.eval.flip = True
     try:
         reference = predict_probs(lambda x: head_posteriors(segmentor, regularizer, x, "agree"), images, config.eval)
+        expected_second, expected_second_score = runner_up(reference, 19, "agree")
         expected_pred, expected_score = fuse(reference, 19, "agree")
-        pred, levels = label_batch(segmentor, regularizer, images, SIZE, config.eval, "agree", 19)
+        pred, levels, second, second_levels = label_batch(segmentor, regularizer, images, SIZE, config.eval, "agree", 19)
         monkeypatch.setattr(pass_module, "BAND_BYTES", 1)  # one row per band
         banded = label_batch(segmentor, regularizer, images, SIZE, config.eval, "agree", 19)
     finally:
@@ -90,7 +91,10 @@ def test_maps_equal_an_independent_computation_and_bands_do_not_matter(setup, mo
     assert (pred.long() == expected_pred).float().mean() > 0.999
     assert (levels - quantize(expected_score)).abs().max() <= 1
     assert 0.05 < (pred == 255).float().mean() < 0.95  # the veto acts, not everywhere
-    assert torch.equal(banded[0], pred) and torch.equal(banded[1], levels)
+    assert (second.long() == expected_second).float().mean() > 0.999
+    assert (second_levels - quantize(expected_second_score)).abs().max() <= 1
+    assert torch.equal(banded.pred, pred) and torch.equal(banded.levels, levels)
+    assert torch.equal(banded.second, second) and torch.equal(banded.second_levels, second_levels)
 
 
 def test_one_pass_quality_and_batching(setup, tmp_path):
@@ -98,9 +102,9 @@ def test_one_pass_quality_and_batching(setup, tmp_path):
     manifest = run(setup, tmp_path / "b4", fusion="none")
     config.eval.batch_size = 1
     run(setup, tmp_path / "b1", fusion="none")
-    assert len(list((tmp_path / "b4").rglob("*.png"))) == 2 * len(dataset)
+    assert len(list((tmp_path / "b4").rglob("*.png"))) == 4 * len(dataset)
     for sample in dataset.samples:  # batched convolutions may round differently: a level at most
-        (pred4, levels4), (pred1, levels1) = (read_maps(tmp_path / b, sample.name) for b in ("b4", "b1"))
+        (pred4, levels4, *_), (pred1, levels1, *_) = (read_maps(tmp_path / b, sample.name) for b in ("b4", "b1"))
         assert (pred4 == pred1).mean() > 0.999
         assert np.abs(levels4.astype(int) - levels1.astype(int))[pred4 == pred1].max() <= 1
     quality = PseudoLabelQuality(19)
@@ -110,6 +114,7 @@ def test_one_pass_quality_and_batching(setup, tmp_path):
     expected = quality.result()
     assert measured["kept"] == expected["kept"] > 0 and measured["valid"] == expected["valid"]
     assert measured["precision"] == pytest.approx(expected["precision"])
+    assert measured["per_class_coverage"] == pytest.approx(expected["per_class_coverage"], nan_ok=True)
     assert manifest["num_images"] == len(dataset) and manifest["fusion"] == "none"
 
 

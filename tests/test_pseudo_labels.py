@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from drsl.adaptation.posterior import fuse
+from drsl.adaptation.posterior import fuse, runner_up
 from drsl.adaptation.pseudo_labels import (
     KEEP_NOTHING,
     LEVELS_PER_NAT,
@@ -29,6 +29,7 @@ from drsl.adaptation.pseudo_labels import (
     confidence_score,
     is_complete,
     keep_count,
+    level_confidence,
     load_pseudo_label,
     portion_for_round,
     pseudo_label_quality,
@@ -56,11 +57,28 @@ def random_probs(rng: np.random.Generator, num_classes: int, h: int, w: int, sca
     return (e / e.sum(0)).astype(np.float32)
 
 
-def maps_of(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pred uint8, levels int32) of probabilities (..., C, H, W) through :func:`fuse`."""
+def maps_of(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pred uint8, levels int32, runner-up uint8, its levels int32) of probabilities
+    (..., C, H, W) through :func:`fuse` and :func:`runner_up`."""
     batch = torch.from_numpy(probs if probs.ndim == 4 else probs[None])
+    second, second_score = runner_up(batch, batch.shape[1], "none")
     pred, score = fuse(batch, batch.shape[1], "none")
-    return pred.numpy().astype(np.uint8), quantize(score).numpy()
+    return (pred.numpy().astype(np.uint8), quantize(score).numpy(), second.numpy().astype(np.uint8),
+            quantize(second_score).numpy())
+
+
+def crst_on_top_two(pred, levels, second, second_levels, thresholds: np.ndarray) -> np.ndarray:
+    """CRST's label_selection on the two stored classes: the argmax of p / t over them (the lower
+    class first, so that a tie goes to it), kept where it is >= 1; t of a class keeping nothing is
+    infinite."""
+    t = np.array([np.inf if x == KEEP_NOTHING else level_confidence(int(x)) for x in thresholds])
+    p = lambda q: np.array([level_confidence(int(x)) for x in q.ravel()]).reshape(q.shape)  # noqa: E731
+    first, other = np.minimum(pred, second), np.maximum(pred, second)
+    p_first = np.where(pred <= second, p(levels), p(second_levels))
+    p_other = np.where(pred <= second, p(second_levels), p(levels))
+    ratios = np.stack([p_first / t[first], p_other / t[other]])
+    label = np.where(ratios.argmax(0) == 0, first, other)
+    return np.where(ratios.max(0) >= 1, label, 255)
 
 
 def confident_logits(rng: np.random.Generator, margin: float, num_classes: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -107,12 +125,13 @@ def test_class_portions_within_one_percent_on_confident_maps(margin, portion, tm
     num_classes, images = 5, 4
     logits = np.stack([confident_logits(rng, margin, num_classes, (48, 64)) for _ in range(images)])
     probs = torch.softmax(torch.from_numpy(logits).float(), 1)
+    second, second_score = runner_up(probs, num_classes, "none")
     pred, score = fuse(probs, num_classes, "none")
     # sort-based reference on float64 scores from the logits
     reference = exact_score(np.moveaxis(logits, 1, 0))
     ref_pred = logits.argmax(1)
     writer = PseudoLabelWriter(tmp_path, num_classes, "fp")
-    writer.add([f"i{k}" for k in range(images)], pred, quantize(score))
+    writer.add([f"i{k}" for k in range(images)], pred, quantize(score), second, quantize(second_score))
     writer.finalize(portion)
     online = select_class_balanced(pred, score, num_classes, portion)
     for k in range(images):
@@ -199,8 +218,6 @@ def test_thresholds_equal_sort_based_rule(seed, num_classes, size, top, permille
     expected = brute_thresholds(binned, pred, num_classes, permille)
     thresholds = hist.thresholds(permille / 1000)
     np.testing.assert_array_equal(thresholds, expected)
-    kept = [(binned[pred == c] >= t).sum() for c, t in enumerate(thresholds)]
-    np.testing.assert_array_equal(hist.kept(thresholds), kept)
 
 
 def test_histogram_validation_merge_and_state_dict(tmp_path):
@@ -274,7 +291,8 @@ def test_writer_round_trip_matches_numpy_thresholding(tmp_path):
     probs = make_probs()
     manifest = run_writer(tmp_path, probs, portion=0.3)
     preds = [p.argmax(0) for p in probs]
-    levels = [maps_of(p)[1][0] for p in probs]
+    maps = [[m[0] for m in maps_of(p)] for p in probs]
+    levels = [m[1] for m in maps]
     thresholds = brute_thresholds(
         np.concatenate([q.ravel() for q in levels]), np.concatenate([p.ravel() for p in preds]), 19, 300
     )
@@ -288,7 +306,7 @@ def test_writer_round_trip_matches_numpy_thresholding(tmp_path):
             np.testing.assert_array_equal(np.asarray(image), q)
         label = load_pseudo_label(tmp_path, name)
         assert label.dtype == np.uint8
-        np.testing.assert_array_equal(label, np.where(q >= thresholds[pred], pred, 255))
+        np.testing.assert_array_equal(label, crst_on_top_two(*maps[NAMES.index(name)], thresholds))
         kept_total += (label != 255).sum()
     assert is_complete(tmp_path) and read_manifest(tmp_path) == manifest
     assert manifest["round"] == 1 and manifest["checkpoint"] == "round0/last.pt"
@@ -305,28 +323,29 @@ def test_writer_round_trip_matches_numpy_thresholding(tmp_path):
 
 def test_vetoed_pixels_are_never_selected_nor_counted(tmp_path):
     probs = make_probs(6)[0]
-    pred, levels = maps_of(probs)
+    pred, levels, second, second_levels = maps_of(probs)
     pred[0, :, 16:] = 255  # vetoed by a fusion rule
     writer = PseudoLabelWriter(tmp_path, 19, "fp")
-    writer.add(["x"], pred, levels)
+    writer.add(["x"], pred, levels, second, second_levels)
     manifest = writer.finalize(1.0)
     label = load_pseudo_label(tmp_path, "x")
     np.testing.assert_array_equal(label[:, 16:], 255)
-    np.testing.assert_array_equal(label[:, :16], probs.argmax(0)[:, :16])  # portion 1 keeps all
+    # portion 1 keeps every pixel: as the predicted class or, where its ratio is larger, the runner-up
+    assert ((label[:, :16] == probs.argmax(0)[:, :16]) | (label[:, :16] == maps_of(probs)[2][0][:, :16])).all()
     assert sum(c["predicted"] for c in manifest["counts"].values()) == 24 * 16
     online = select_class_balanced(torch.from_numpy(pred).long(), torch.rand(pred.shape), 19, 1.0)
     assert (online[0, :, 16:] == 255).all() and (online[0, :, :16] != 255).all()
 
 
-def test_quality_from_histograms_equals_quality_of_the_labels(tmp_path):
+def test_quality_of_a_set_equals_quality_of_its_labels(tmp_path):
     rng = np.random.default_rng(9)
     probs = make_probs(7)
     truths = [np.where(rng.random((24, 32)) < 0.6, p.argmax(0), rng.integers(0, 19, (24, 32))) for p in probs]
     truths[0][:4] = 255
     writer = PseudoLabelWriter(tmp_path, 19, "fp")
-    for name, p, truth in zip(NAMES, probs, truths):
-        writer.add([name], *maps_of(p), truth=torch.from_numpy(truth)[None])
-    writer.finalize(0.4)
+    for name, p in zip(NAMES, probs):
+        writer.add([name], *maps_of(p))
+    writer.finalize(0.4, truth=lambda name: truths[NAMES.index(name)])
     reference = PseudoLabelQuality(19)
     for name, truth in zip(NAMES, truths):
         reference.update(load_pseudo_label(tmp_path, name), truth)
@@ -334,6 +353,7 @@ def test_quality_from_histograms_equals_quality_of_the_labels(tmp_path):
     for key in ("precision", "coverage", "kept", "valid"):
         assert measured[key] == pytest.approx(expected[key]), key
     np.testing.assert_allclose(measured["per_class_precision"], expected["per_class_precision"])
+    np.testing.assert_allclose(measured["per_class_coverage"], expected["per_class_coverage"])
 
 
 def read_manifest_quality(folder: Path) -> dict:
@@ -347,7 +367,7 @@ def test_resume_after_kill_gives_identical_bytes(tmp_path, monkeypatch):
     probs = make_probs()
     run_writer(tmp_path / "ref", probs)
     reference = tree_bytes(tmp_path / "ref")
-    assert "manifest.json" in reference and len(reference) == 2 + 2 * len(NAMES)
+    assert "manifest.json" in reference and len(reference) == 2 + 4 * len(NAMES)
 
     # killed after three images: the resumed pass re-reads them (NaN maps would fail if used)
     out = tmp_path / "killed"

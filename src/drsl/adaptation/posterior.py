@@ -72,6 +72,30 @@ def max_over_classes(x: Tensor) -> tuple[Tensor, Tensor]:
     return top.squeeze(1), first
 
 
+def ranked_posterior(posteriors: Tensor, num_classes: int, fusion: str) -> Tensor:
+    """The float32 (B, C, H, W) posterior whose classes :func:`fuse` ranks: the segmentation
+    head's, or with ``fusion`` "product" and the MMDL posterior stacked, the (unnormalised) product
+    of both. A view of ``posteriors`` where no product is taken."""
+    seg = posteriors[:, :num_classes].float()
+    if posteriors.shape[1] == 2 * num_classes and fusion == "product":
+        return seg * posteriors[:, num_classes:].float()
+    return seg
+
+
+def runner_up(posteriors: Tensor, num_classes: int, fusion: str) -> tuple[Tensor, Tensor]:
+    """The second class of the posterior that :func:`fuse` ranks (the first class reaching the
+    second largest value, the top class excluded) and its score ``-log(1 - p2)``, each (B, H, W),
+    computed as :func:`fuse` computes the top class's (p2 normalised by the posterior's sum)."""
+    fused = ranked_posterior(posteriors, num_classes, fusion).clone()
+    total = fused.sum(dim=1)
+    _, top = max_over_classes(fused)
+    second, second_class = max_over_classes(fused.scatter_(1, top.unsqueeze(1), -1.0))
+    second = second.clamp_min(0.0)
+    tiny = torch.finfo(torch.float32).tiny
+    score = (torch.log(total.clamp_min(tiny)) - torch.log((total - second).clamp_min(tiny))).clamp_min(0.0)
+    return second_class, score
+
+
 def fuse(posteriors: Tensor, num_classes: int, fusion: str, inplace: bool = False) -> tuple[Tensor, Tensor]:
     """Predicted classes and confidence scores (each (B, H, W)) from posteriors at label resolution.
 
@@ -86,12 +110,10 @@ def fuse(posteriors: Tensor, num_classes: int, fusion: str, inplace: bool = Fals
     rounds to 1 in float32; it is float32 and finite (at most about 87). ``inplace`` lets it
     overwrite ``posteriors`` (float32) instead of copying them.
     """
-    seg = posteriors[:, :num_classes].float()
-    fused = seg
-    if posteriors.shape[1] == 2 * num_classes and fusion == "product":
-        fused = seg * posteriors[:, num_classes:].float()
+    fused = ranked_posterior(posteriors, num_classes, fusion)
     top, predicted = max_over_classes(fused)
-    owned = inplace or fused is not seg  # zero the top class where it may be overwritten
+    product = posteriors.shape[1] == 2 * num_classes and fusion == "product"
+    owned = inplace or product  # zero the top class where it may be overwritten
     others = (fused.scatter_ if owned else fused.scatter)(1, predicted.unsqueeze(1), 0.0).sum(dim=1)
     tiny = torch.finfo(torch.float32).tiny
     # p = top / (top + others): -log(1 - p) = log(top + others) - log(others).

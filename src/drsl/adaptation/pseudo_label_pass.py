@@ -1,7 +1,9 @@
 """One pseudo-labelling pass over a target set: batches of same-size images through the model on
 its device, test-time averaging and fusion at label resolution in bounded row bands, then uint8
-predictions and uint16 confidence levels to the host and on to PNG writers; class-balanced
-thresholds, counts and quality come from histograms, so every image is read and written once.
+predicted and runner-up classes and their uint16 confidence levels to the host and on to PNG
+writers; class-balanced thresholds come from histograms, so every image goes through the model and
+is written once; the kept counts and quality are counted on the stored maps once the thresholds
+are known.
 
 Resumable and sharded across ranks (see :mod:`drsl.adaptation.pseudo_labels.writer`); the set is
 fingerprinted by the weights and settings that make it, and a set with another fingerprint is never
@@ -15,16 +17,15 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from drsl.adaptation.context import RunContext
-from drsl.adaptation.posterior import fuse, head_posteriors, uses_mmdl
+from drsl.adaptation.posterior import fuse, head_posteriors, runner_up, uses_mmdl
 from drsl.adaptation.pseudo_labels import PseudoLabelQuality, PseudoLabelWriter, complete_set, quantize
-from drsl.adaptation.pseudo_labels.histogram import all_reduce_sum, is_distributed
 from drsl.adaptation.pseudo_labels.writer import FORMAT, QUALITY
 from drsl.config import Config, EvalConfig
 from drsl.data.base import SegmentationDataset
@@ -65,13 +66,23 @@ def pass_fingerprint(
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class LabelMaps(NamedTuple):
+    """One batch's maps at label size, each (B, H, W) on the images' device: the predicted class
+    (uint8, 255 = vetoed), its confidence levels (int32), and the runner-up class (uint8) with its
+    levels, which CRST's selection weighs too (see :mod:`drsl.adaptation.pseudo_labels.writer`)."""
+
+    pred: Tensor
+    levels: Tensor
+    second: Tensor
+    second_levels: Tensor
+
+
 @torch.no_grad()
 def label_batch(
     segmentor: nn.Module, regularizer: nn.Module | None, images: Tensor, out_size: Sequence[int],
     eval_cfg: EvalConfig, fusion: str, num_classes: int, amp: torch.dtype | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Predicted classes (uint8, 255 = vetoed) and confidence levels (int32), each (B, H, W) at
-    ``out_size``, on the images' device; fused after test-time averaging, band by band."""
+) -> LabelMaps:
+    """The maps of ``images`` at ``out_size``, fused after test-time averaging, band by band."""
 
     def prob_fn(x: Tensor) -> Tensor:
         with autocast(x.device, amp):
@@ -79,14 +90,21 @@ def label_batch(
 
     maps = pass_maps(prob_fn, images, eval_cfg)
     height, width = int(out_size[0]), int(out_size[1])
-    pred = torch.empty((images.shape[0], height, width), dtype=torch.uint8, device=images.device)
-    levels = torch.empty((images.shape[0], height, width), dtype=torch.int32, device=images.device)
-    bytes_per_row = 3 * 4 * images.shape[0] * maps[0].shape[1] * width  # band, fusion, temporaries
+    shape = (images.shape[0], height, width)
+    out = LabelMaps(*(
+        torch.empty(shape, dtype=dtype, device=images.device)
+        for dtype in (torch.uint8, torch.int32, torch.uint8, torch.int32)
+    ))
+    bytes_per_row = 4 * 4 * images.shape[0] * maps[0].shape[1] * width  # band, fusion, runner-up, temporaries
     for rows in row_bands(height, bytes_per_row, BAND_BYTES):
-        band_pred, band_score = fuse(average_rows(maps, out_size, rows), num_classes, fusion, inplace=True)
-        pred[:, rows] = band_pred.to(torch.uint8)
-        levels[:, rows] = quantize(band_score)
-    return pred, levels
+        band = average_rows(maps, out_size, rows)
+        band_second, band_second_score = runner_up(band, num_classes, fusion)
+        band_pred, band_score = fuse(band, num_classes, fusion, inplace=True)
+        out.pred[:, rows] = band_pred.to(torch.uint8)
+        out.levels[:, rows] = quantize(band_score)
+        out.second[:, rows] = band_second.to(torch.uint8)
+        out.second_levels[:, rows] = quantize(band_second_score)
+    return out
 
 
 def image_batches(
@@ -158,18 +176,18 @@ def generate_pseudo_labels(
     todo = []
     for index in range(dist.rank, len(dataset), dist.world_size):
         name = dataset.samples[index].name
-        if not (writer.done(name) and writer.add_existing(name, dataset[index]["label"] if has_truth else None)):
+        if not (writer.done(name) and writer.add_existing(name)):
             todo.append(index)
     was_training = module.training
     module.eval()
     bar = progress_bar(total=len(todo), enabled=progress and dist.is_main, desc=f"pseudo-labels r{round_index}")
     for batch, images in image_batches(dataset, todo, config, dist.device):
         out_size = batch["label"].shape[-2:]
-        pred, levels = label_batch(module.segmentor, regularizer, images, out_size, eval_cfg, fusion, num_classes, amp)
-        writer.add(batch["name"], pred, levels, batch["label"] if has_truth else None)
+        writer.add(batch["name"], *label_batch(module.segmentor, regularizer, images, out_size, eval_cfg, fusion, num_classes, amp))
         bar.update(len(batch["name"]))
     bar.close()
-    manifest = writer.finalize(portion)
+    index_of = {sample.name: index for index, sample in enumerate(dataset.samples)}
+    manifest = writer.finalize(portion, (lambda name: dataset[index_of[name]]["label"]) if has_truth else None)
     module.train(was_training)
     return manifest
 
@@ -192,13 +210,11 @@ def teacher_quality(
     indices = range(dist.rank, len(dataset), dist.world_size)
     for batch, images in image_batches(dataset, indices, config, dist.device):
         truth = batch["label"]
-        predicted, levels = label_batch(
+        predicted, levels, _, _ = label_batch(
             segmentor, regularizer, images, truth.shape[-2:], eval_cfg, fusion, num_classes, inference_amp(config)
         )
         quality.update(keep(predicted, levels).cpu().numpy(), truth.numpy())
-    if is_distributed():
-        quality.confusion = all_reduce_sum(torch.from_numpy(quality.confusion)).cpu().numpy()
-        quality.valid = all_reduce_sum(torch.from_numpy(quality.valid)).cpu().numpy()
+    quality.all_reduce()
     return quality.result()
 
 

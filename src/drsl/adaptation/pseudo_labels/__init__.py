@@ -2,9 +2,10 @@
 
 - :mod:`.histogram`: confidence scores -log(1 - p) as uint16 levels, streaming per-class
   histograms, thresholds.
-- :mod:`.writer`: one-pass, resumable, fingerprinted sets of prediction and score PNGs with a
-  manifest of thresholds (rounds host); :func:`load_pseudo_label` applies them.
-- :mod:`.selection`: the same rule on one batch with exact torch ops (online host).
+- :mod:`.writer`: one-pass, resumable, fingerprinted sets of prediction, runner-up and score PNGs
+  with a manifest of thresholds (rounds host); :func:`load_pseudo_label` applies CRST's selection.
+- :mod:`.selection`: the thresholds on one batch with exact torch ops (online host), each pixel
+  kept where its predicted class clears its own threshold.
 - :mod:`.quality`: precision and coverage of pseudo-labels against ground truth.
 """
 
@@ -20,7 +21,6 @@ from drsl.adaptation.pseudo_labels.histogram import (
 )
 from drsl.adaptation.pseudo_labels.quality import (
     PseudoLabelQuality,
-    histogram_quality,
     pseudo_label_quality,
 )
 from drsl.adaptation.pseudo_labels.selection import (
@@ -35,6 +35,7 @@ from drsl.adaptation.pseudo_labels.writer import (
     is_complete,
     load_pseudo_label,
     read_manifest,
+    select_labels,
     threshold_table,
 )
 
@@ -49,7 +50,6 @@ __all__ = [
     "class_balanced_thresholds",
     "complete_set",
     "confidence_score",
-    "histogram_quality",
     "is_complete",
     "keep_count",
     "level_confidence",
@@ -59,5 +59,6 @@ __all__ = [
     "quantize",
     "read_manifest",
     "select_class_balanced",
+    "select_labels",
     "threshold_table",
 ]

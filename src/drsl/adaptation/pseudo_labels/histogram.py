@@ -190,11 +190,6 @@ class ClassConfidenceHistogram:
         last_bin = (self._at_least(counts) >= need[:, None]).sum(axis=1) - 1
         return last_bin << self._shift
 
-    def kept(self, thresholds: np.ndarray) -> np.ndarray:
-        """Pixels per class at or above each class's threshold level, shape (num_classes,)."""
-        first = np.asarray(thresholds, dtype=np.int64) >> self._shift
-        return np.array([row[start:].sum() for row, start in zip(self.counts.cpu().numpy(), first)], dtype=np.int64)
-
     @staticmethod
     def _at_least(counts: np.ndarray) -> np.ndarray:
         """``at_least[c, b]`` = pixels of class c in bins >= b, with a final column of zeros."""

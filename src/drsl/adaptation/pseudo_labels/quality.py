@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
+import torch
 
+from drsl.adaptation.pseudo_labels.histogram import all_reduce_sum, is_distributed
 from drsl.data.labels import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from drsl.adaptation.pseudo_labels.histogram import ClassConfidenceHistogram
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -49,6 +46,12 @@ class PseudoLabelQuality:
         keys = truth[kept].astype(np.int64) * n + pseudo[kept].astype(np.int64)
         self.confusion += np.bincount(keys, minlength=n * n).reshape(n, n)
 
+    def all_reduce(self) -> None:
+        """Sum the counts over all torch.distributed ranks; a no-op when not initialised."""
+        if is_distributed():
+            self.confusion = all_reduce_sum(torch.from_numpy(self.confusion)).cpu().numpy()
+            self.valid = all_reduce_sum(torch.from_numpy(self.valid)).cpu().numpy()
+
     def result(self) -> dict[str, float | int | list[float]]:
         """Overall and per-class precision and coverage, and the pixel counts behind them."""
         correct = np.diag(self.confusion)
@@ -71,24 +74,3 @@ def pseudo_label_quality(
     quality = PseudoLabelQuality(num_classes)
     quality.update(pseudo, truth)
     return quality.result()
-
-
-def histogram_quality(
-    labelled: ClassConfidenceHistogram, correct: ClassConfidenceHistogram, truth_pixels: int,
-    thresholds: np.ndarray,
-) -> dict[str, float | int | list[float]]:
-    """Quality of thresholded pseudo-labels from per-(class, level) histograms, without the maps.
-
-    ``labelled`` counts the predicted pixels that have valid truth, ``correct`` those whose truth
-    equals the prediction, ``truth_pixels`` all pixels with valid truth. Precision and coverage are
-    those of :class:`PseudoLabelQuality` (per-class precision over the pseudo class); per-class
-    coverage needs the joint of truth and prediction and is not given.
-    """
-    kept, right = labelled.kept(thresholds), correct.kept(thresholds)
-    return {
-        "precision": float(_ratio(np.int64(right.sum()), np.int64(kept.sum()))),
-        "coverage": float(_ratio(np.int64(kept.sum()), np.int64(truth_pixels))),
-        "per_class_precision": _ratio(right, kept).tolist(),
-        "kept": int(kept.sum()),
-        "valid": int(truth_pixels),
-    }

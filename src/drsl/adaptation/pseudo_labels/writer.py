@@ -1,18 +1,26 @@
-"""One-pass, resumable pseudo-label sets: every image's map is written once, thresholds at the end.
+"""One-pass, resumable pseudo-label sets: every image's maps are written once, thresholds at the end.
 
 Layout of ``out_dir``::
 
-    run.json              the fingerprint of what makes the maps (checked before anything is reused)
-    pred/NAME.png         uint8 predicted class, 255 where a fusion rule vetoed the pixel
-    score/NAME.png        uint16 confidence levels round(1024 * -log(1 - p)) (see .histogram)
-    manifest.json         written last: per-class threshold levels, counts; marks a complete set
-    quality.json          precision and coverage against held-back truth, when the data has it
+    run.json                  the fingerprint of what makes the maps (checked before anything is reused)
+    pred/NAME.png             uint8 predicted class, 255 where a fusion rule vetoed the pixel
+    score/NAME.png            uint16 confidence levels round(1024 * -log(1 - p)) (see .histogram)
+    second/NAME.png           uint8 runner-up class (the second largest posterior)
+    second_score/NAME.png     uint16 its levels, as the score's
+    manifest.json             written last: per-class threshold levels, counts; marks a complete set
+    quality.json              precision and coverage against held-back truth, when the data has it
 
-The pseudo-label of an image is ``pred`` where ``score >= thresholds[pred]``, else 255
-(:func:`load_pseudo_label`). Thresholds need every image's histogram, so they are applied when a
-label is read rather than by rewriting every file: one model pass, one write per map, and a new
-portion needs no new pass. PNGs are encoded on a thread pool and renamed into place without a
-per-file fsync; one ``os.sync`` precedes the manifest, so a manifest never names unsynced files.
+The per-class thresholds are CRST's (``kc_parameters``): the floor(portion * N_c)-th largest level
+of the N_c pixels predicted as c, from streaming histograms. The pseudo-label of a pixel is CRST's
+(``label_selection``): the class c maximising p_c / t_c, kept where that ratio is at least 1, with
+p from the stored levels and t the thresholds' confidences (:func:`select_labels`). Only the top
+two classes of a pixel are stored: that is CRST's rule wherever no third class clears its
+threshold, which needs a threshold below 1/3. Thresholds need every image's histogram, so they are
+applied when a label is read rather than by rewriting every file: one model pass, one write per
+map, and a new portion needs no new pass; the kept counts and quality of a set are counted from the
+stored maps once its thresholds are known. PNGs are encoded on a thread pool and renamed into place
+without a per-file fsync; one ``os.sync`` precedes the manifest, so a manifest never names unsynced
+files.
 
 A killed pass resumes: maps already on disk are re-read into the histograms
 (:meth:`PseudoLabelWriter.add_existing`) instead of recomputed, and the result is identical. Maps
@@ -27,7 +35,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -48,7 +56,7 @@ from drsl.adaptation.pseudo_labels.histogram import (
     is_distributed,
     level_confidence,
 )
-from drsl.adaptation.pseudo_labels.quality import histogram_quality
+from drsl.adaptation.pseudo_labels.quality import PseudoLabelQuality
 from drsl.data.labels import IGNORE_INDEX
 from drsl.fileio import atomic_write_bytes, atomic_write_json, remove_temporary_files
 
@@ -57,7 +65,10 @@ MANIFEST = "manifest.json"
 QUALITY = "quality.json"
 PRED_DIR = "pred"
 SCORE_DIR = "score"
-FORMAT = "drsl.pseudo_labels/2"
+SECOND_DIR = "second"
+SECOND_SCORE_DIR = "second_score"
+MAP_DIRS = (PRED_DIR, SCORE_DIR, SECOND_DIR, SECOND_SCORE_DIR)
+FORMAT = "drsl.pseudo_labels/3"
 #: Pending PNG writes per encoding thread before ``add`` waits (bounds host memory).
 _QUEUE_PER_THREAD = 4
 
@@ -128,39 +139,60 @@ def _created() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
-def map_paths(out_dir: str | Path, name: str) -> tuple[Path, Path]:
-    """The prediction and score PNGs of image ``name``."""
+def map_paths(out_dir: str | Path, name: str) -> tuple[Path, ...]:
+    """The PNGs of image ``name``: prediction, score, runner-up class and its score."""
     check_name(name)
-    return Path(out_dir) / PRED_DIR / f"{name}.png", Path(out_dir) / SCORE_DIR / f"{name}.png"
+    return tuple(Path(out_dir) / folder / f"{name}.png" for folder in MAP_DIRS)
 
 
-def read_maps(out_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The stored (pred uint8, levels uint16) maps of image ``name``."""
-    pred_path, score_path = map_paths(out_dir, name)
-    pred = _decode_png(pred_path.read_bytes(), np.uint8)
-    levels = _decode_png(score_path.read_bytes(), np.uint16)
-    if pred.shape != levels.shape:
-        raise ValueError(f"maps of {name!r} in {out_dir} differ in size: {pred.shape}, {levels.shape}")
-    return pred, levels
+def read_maps(out_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stored maps of image ``name``: pred uint8, levels uint16, runner-up uint8, its levels uint16."""
+    pred_path, score_path, second_path, second_score_path = map_paths(out_dir, name)
+    maps = (
+        _decode_png(pred_path.read_bytes(), np.uint8), _decode_png(score_path.read_bytes(), np.uint16),
+        _decode_png(second_path.read_bytes(), np.uint8), _decode_png(second_score_path.read_bytes(), np.uint16),
+    )
+    if len({m.shape for m in maps}) != 1:
+        raise ValueError(f"maps of {name!r} in {out_dir} differ in size: {[m.shape for m in maps]}")
+    return maps
 
 
-def threshold_table(manifest: dict[str, Any]) -> np.ndarray:
-    """A 256-entry table: the threshold level of each predicted value (255 and unused: keep none)."""
+def level_table(levels: Sequence[int] | np.ndarray) -> np.ndarray:
+    """A 256-entry table: the threshold level of each class value (255 and unused: keep none)."""
     table = np.full(256, KEEP_NOTHING, dtype=np.int64)
-    table[: manifest["num_classes"]] = [t["level"] for t in manifest["thresholds"].values()]
+    table[: len(levels)] = levels
     return table
 
 
-def apply_thresholds(pred: np.ndarray, levels: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """uint8 pseudo-labels: ``pred`` where ``levels >= table[pred]``, else 255."""
-    return np.where(levels >= table[pred], pred, IGNORE_INDEX).astype(np.uint8)
+def threshold_table(manifest: dict[str, Any]) -> np.ndarray:
+    """The :func:`level_table` of a complete set's thresholds."""
+    return level_table([t["level"] for t in manifest["thresholds"].values()])
+
+
+def select_labels(
+    pred: np.ndarray, levels: np.ndarray, second: np.ndarray, second_levels: np.ndarray, table: np.ndarray,
+) -> np.ndarray:
+    """uint8 pseudo-labels by CRST's rule over the top two classes: of ``pred`` and ``second``, the
+    class with the larger p / t (the lower class id on a tie), kept where that ratio is >= 1, else
+    255. p = 1 - exp(-level / 1024) of the stored levels, t the same of ``table`` (a class keeping
+    nothing is never chosen); vetoed pixels (``pred`` 255) stay 255."""
+    def confidence(level: np.ndarray) -> np.ndarray:
+        return -np.expm1(-np.asarray(level, dtype=np.float64) / LEVELS_PER_NAT)
+
+    threshold = np.where(table < KEEP_NOTHING, confidence(np.minimum(table, LEVELS - 1)), np.inf)
+    ratio = confidence(levels) / threshold[pred]
+    second_ratio = confidence(second_levels) / threshold[second]
+    use_second = (second_ratio > ratio) | ((second_ratio == ratio) & (second < pred))
+    label = np.where(use_second, second, pred)
+    keep = (pred != IGNORE_INDEX) & (np.maximum(ratio, second_ratio) >= 1.0)
+    return np.where(keep, label, IGNORE_INDEX).astype(np.uint8)
 
 
 def load_pseudo_label(out_dir: str | Path, name: str, table: np.ndarray | None = None) -> np.ndarray:
     """The uint8 pseudo-label of ``name`` in a complete set (``table``: :func:`threshold_table`)."""
     if table is None:
         table = threshold_table(read_manifest(out_dir))
-    return apply_thresholds(*read_maps(out_dir, name), table)
+    return select_labels(*read_maps(out_dir, name), table)
 
 
 class PseudoLabelWriter:
@@ -201,12 +233,8 @@ class PseudoLabelWriter:
         self.info = dict(info or {})
         json.dumps(self.info)  # fail now, not after the pass, if info is not JSON
         self.class_names = list(class_names)
-        #: Pixels per (predicted class, level); with truth: those with valid truth, and correct ones.
+        #: Pixels per (predicted class, level).
         self.histogram = ClassConfidenceHistogram(num_classes, bins, device)
-        self.labelled = ClassConfidenceHistogram(num_classes, bins, device)
-        self.correct = ClassConfidenceHistogram(num_classes, bins, device)
-        self.truth_pixels = torch.zeros((), dtype=torch.int64, device=device)
-        self.has_truth = False
         self._names: set[str] = set()
         self._pool = ThreadPoolExecutor(max(1, encode_threads), thread_name_prefix="png")
         self._pending: list[Future[None]] = []
@@ -220,7 +248,7 @@ class PseudoLabelWriter:
         path = self.out_dir / RUN_FILE
         previous = _read_json(path)
         stale = previous != run and any(
-            (self.out_dir / entry).exists() for entry in (RUN_FILE, MANIFEST, PRED_DIR, SCORE_DIR)
+            (self.out_dir / entry).exists() for entry in (RUN_FILE, MANIFEST, *MAP_DIRS)
         )
         if stale and not replace:
             raise FileExistsError(
@@ -230,7 +258,7 @@ class PseudoLabelWriter:
         if stale:
             for entry in (MANIFEST, QUALITY, RUN_FILE):
                 (self.out_dir / entry).unlink(missing_ok=True)
-            for entry in (PRED_DIR, SCORE_DIR):
+            for entry in MAP_DIRS:
                 shutil.rmtree(self.out_dir / entry, ignore_errors=True)
         else:
             # Same maps: a complete set is finalised again (another portion), never half-read.
@@ -240,7 +268,7 @@ class PseudoLabelWriter:
             atomic_write_json(path, run)
 
     def done(self, name: str) -> bool:
-        """Whether both maps of ``name`` are already stored (by this set's fingerprint)."""
+        """Whether all maps of ``name`` are already stored (by this set's fingerprint)."""
         return all(path.is_file() for path in map_paths(self.out_dir, name))
 
     def _check_new(self, name: str) -> None:
@@ -249,63 +277,53 @@ class PseudoLabelWriter:
             raise ValueError(f"image {name!r} was already added")
         self._names.add(name)
 
-    def _count(self, pred: torch.Tensor, levels: torch.Tensor, truth: torch.Tensor | None) -> None:
-        """Add maps (any shape, on the histogram's device) and optional truth to the histograms."""
-        keys = self.histogram.keys(levels, pred, pred != IGNORE_INDEX)
-        self.histogram.add_keys(keys)
-        if truth is not None:
-            self.has_truth = True
-            labelled = ((truth >= 0) & (truth < self.num_classes)).reshape(-1)
-            self.truth_pixels += labelled.sum()
-            trash = self.histogram.trash
-            self.labelled.add_keys(torch.where(labelled, keys, trash))
-            self.correct.add_keys(torch.where((truth == pred).reshape(-1), keys, trash))
-
     def add(
-        self, names: Sequence[str], pred: ArrayLike, levels: ArrayLike, truth: ArrayLike | None = None
+        self, names: Sequence[str], pred: ArrayLike, levels: ArrayLike, second: ArrayLike, second_levels: ArrayLike,
     ) -> None:
         """Store a batch: ``pred`` (B, H, W) class ids (255 = vetoed), ``levels`` (B, H, W)
-        confidence levels 0..65535, optional ``truth`` (B, H, W) train ids for quality."""
+        confidence levels 0..65535, ``second`` and ``second_levels`` the runner-up's."""
         device = self.histogram.counts.device
-        pred, levels = torch.as_tensor(pred).to(device), torch.as_tensor(levels).to(device)
-        if pred.dim() != 3 or pred.shape != levels.shape or pred.shape[0] != len(names):
+        maps = [torch.as_tensor(m).to(device) for m in (pred, levels, second, second_levels)]
+        if maps[0].dim() != 3 or maps[0].shape[0] != len(names) or any(m.shape != maps[0].shape for m in maps):
             raise ValueError(
-                f"need pred and levels of shape ({len(names)}, H, W), got {tuple(pred.shape)} and {tuple(levels.shape)}"
+                f"need maps of shape ({len(names)}, H, W), got {[tuple(m.shape) for m in maps]}"
             )
         for name in names:
             self._check_new(name)
-        self._count(pred, levels, None if truth is None else torch.as_tensor(truth).to(device))
-        pred_host = pred.to(torch.uint8).cpu().numpy()
-        levels_host = levels.to(torch.int32).to(torch.uint16).cpu().numpy()
+        self.histogram.add_keys(self.histogram.keys(maps[1], maps[0], maps[0] != IGNORE_INDEX))
+        hosts = [
+            m.to(torch.uint8).cpu().numpy() if index % 2 == 0 else m.to(torch.int32).to(torch.uint16).cpu().numpy()
+            for index, m in enumerate(maps)
+        ]
         for index, name in enumerate(names):
-            pred_path, score_path = map_paths(self.out_dir, name)
-            # The score first: done() needs both, and the prediction is the smaller, faster file.
-            self._submit(score_path, levels_host[index])
-            self._submit(pred_path, pred_host[index])
+            pred_path, score_path, second_path, second_score_path = map_paths(self.out_dir, name)
+            # The prediction last: done() needs every map, and it is the smallest, fastest file.
+            self._submit(score_path, hosts[1][index])
+            self._submit(second_path, hosts[2][index])
+            self._submit(second_score_path, hosts[3][index])
+            self._submit(pred_path, hosts[0][index])
 
     def _submit(self, path: Path, array: np.ndarray) -> None:
         if len(self._pending) >= self._limit:
             self._pending.pop(0).result()
         self._pending.append(self._pool.submit(_encode_png, path, array))
 
-    def add_existing(self, name: str, truth: ArrayLike | None = None) -> bool:
+    def add_existing(self, name: str) -> bool:
         """Count an image stored by an earlier (killed) pass: its maps are re-read, not recomputed.
 
         Returns False, counting nothing, when the stored maps cannot be read (files renamed into
         place but lost by a crash before the pass's final sync): the caller computes them again.
         """
         try:
-            pred, levels = read_maps(self.out_dir, name)
+            pred, levels, second, _ = read_maps(self.out_dir, name)
         except (OSError, ValueError):
             return False
-        if pred[pred != IGNORE_INDEX].max(initial=0) >= self.num_classes:
+        if max(pred[pred != IGNORE_INDEX].max(initial=0), second.max(initial=0)) >= self.num_classes:
             return False
         self._check_new(name)
         device = self.histogram.counts.device
-        self._count(
-            torch.from_numpy(pred).to(device), torch.from_numpy(levels).to(device),
-            None if truth is None else torch.as_tensor(truth).to(device),
-        )
+        pred_t = torch.from_numpy(pred).to(device)
+        self.histogram.add_keys(self.histogram.keys(torch.from_numpy(levels).to(device), pred_t, pred_t != IGNORE_INDEX))
         return True
 
     def _flush(self) -> None:
@@ -316,36 +334,54 @@ class PseudoLabelWriter:
         self._pool.shutdown()
         os.sync()
 
-    def finalize(self, portion: float) -> dict[str, Any]:
-        """Thresholds from the histograms of every rank; rank 0 writes the manifest (and quality)."""
+    def finalize(self, portion: float, truth: Callable[[str], ArrayLike] | None = None) -> dict[str, Any]:
+        """Thresholds from the histograms of every rank, then the kept pixels per class (and, with
+        ``truth``, which gives an image's held-back labels by name, the quality) counted on the
+        stored maps; rank 0 writes the quality and the manifest."""
         distributed = is_distributed()
         lead = not distributed or dist.get_rank() == 0
         self._flush()
-        for histogram in (self.histogram, self.labelled, self.correct):
-            histogram.all_reduce()  # also the point after which no rank writes maps any more
+        self.histogram.all_reduce()  # also the point after which no rank writes maps any more
         if lead:  # what a killed pass left; never earlier, when another rank's writes are in flight
-            for folder in (PRED_DIR, SCORE_DIR):
+            for folder in MAP_DIRS:
                 remove_temporary_files(self.out_dir / folder)
         names = sorted(self._names)
-        flags = torch.tensor([int(self.truth_pixels), int(self.has_truth)], dtype=torch.int64)
+        thresholds = self.histogram.thresholds(portion)
+        kept, quality = self._count_labels(names, thresholds, truth)
         if distributed:
-            flags = all_reduce_sum(flags)
             gathered: list[list[str]] = [[] for _ in range(dist.get_world_size())]
             dist.all_gather_object(gathered, names)
             names = sorted(name for part in gathered for name in part)
-        thresholds = self.histogram.thresholds(portion)
-        manifest = self._manifest(portion, thresholds, names)
+        manifest = self._manifest(portion, thresholds, kept, names)
         if lead:
-            if flags[1] > 0:
-                quality = histogram_quality(self.labelled, self.correct, int(flags[0]), thresholds)
-                atomic_write_json(self.out_dir / QUALITY, quality)
+            if quality is not None:
+                atomic_write_json(self.out_dir / QUALITY, quality.result())
             atomic_write_json(self.out_dir / MANIFEST, manifest)
         if distributed:
             dist.barrier()
         return manifest
 
-    def _manifest(self, portion: float, thresholds: np.ndarray, names: list[str]) -> dict[str, Any]:
-        predicted, kept = self.histogram.totals(), self.histogram.kept(thresholds)
+    def _count_labels(
+        self, names: list[str], thresholds: np.ndarray, truth: Callable[[str], ArrayLike] | None,
+    ) -> tuple[np.ndarray, PseudoLabelQuality | None]:
+        """Kept pixels per class of this rank's stored maps under ``thresholds``, and their quality
+        against ``truth``; both summed over ranks."""
+        table = level_table(thresholds)
+        kept = np.zeros(self.num_classes, dtype=np.int64)
+        quality = PseudoLabelQuality(self.num_classes) if truth is not None else None
+        for name in names:
+            label = select_labels(*read_maps(self.out_dir, name), table)
+            kept += np.bincount(label.ravel(), minlength=256)[: self.num_classes]
+            if quality is not None:
+                quality.update(label, np.asarray(truth(name)))  # type: ignore[misc]
+        if is_distributed():
+            kept = all_reduce_sum(torch.from_numpy(kept)).numpy()
+            if quality is not None:
+                quality.all_reduce()
+        return kept, quality
+
+    def _manifest(self, portion: float, thresholds: np.ndarray, kept: np.ndarray, names: list[str]) -> dict[str, Any]:
+        predicted = self.histogram.totals()
         return {
             "format": FORMAT,
             "fingerprint": self.fingerprint,
@@ -354,7 +390,8 @@ class PseudoLabelWriter:
             "num_classes": self.num_classes,
             "num_images": len(names),
             "ignore_index": IGNORE_INDEX,
-            "rule": "label = pred where score >= thresholds[pred].level, else ignore_index",
+            "rule": "label = argmax of p / thresholds[class].confidence over pred and second, kept where >= 1, "
+                    "else ignore_index (CRST)",
             "score": "level = round(levels_per_nat * -log(1 - p)), capped at 65535",
             "levels_per_nat": LEVELS_PER_NAT,
             "histogram_bins": self.histogram.bins,
@@ -369,6 +406,8 @@ class PseudoLabelWriter:
             "coverage": int(kept.sum()) / int(predicted.sum()) if predicted.sum() else None,
             "pred": PRED_DIR,
             "score_dir": SCORE_DIR,
+            "second": SECOND_DIR,
+            "second_score_dir": SECOND_SCORE_DIR,
             "images": names,
             "created": _created(),
         }
