@@ -1,4 +1,5 @@
-"""Build a dataset from a :class:`~drsl.config.DatasetConfig`, dispatching on its layout."""
+"""Build a dataset from a :class:`~drsl.config.DatasetConfig`, dispatching on its layout: the
+``LAYOUTS`` registry, which user code and plug-ins extend (:mod:`drsl.plugins`)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from drsl.data.folder import FolderDataset
 from drsl.data.gta5 import GTA5Dataset
 from drsl.data.synthia import SynthiaDataset
 from drsl.data.transforms import PairTransform
+from drsl.plugins import Registry
 
-LAYOUTS: dict[str, type[SegmentationDataset]] = {
-    "gta5": GTA5Dataset,
-    "synthia": SynthiaDataset,
-    "cityscapes": CityscapesDataset,
-    "folder": FolderDataset,
-}
+LAYOUTS: Registry[type[SegmentationDataset]] = Registry(
+    "dataset layout", "data.*.layout", "drsl.layouts",
+    {"gta5": GTA5Dataset, "synthia": SynthiaDataset, "cityscapes": CityscapesDataset, "folder": FolderDataset},
+    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, SegmentationDataset),
+    expects="a subclass of drsl.data.base.SegmentationDataset",
+)
 
 
 def build_dataset(
@@ -27,8 +29,7 @@ def build_dataset(
 ) -> SegmentationDataset:
     """The dataset ``cfg`` describes, labelled with ``classes`` (``split`` for Cityscapes,
     ``class_map`` for folders)."""
-    if cfg.layout not in LAYOUTS:
-        raise ValueError(f"unknown dataset layout {cfg.layout!r} (known: {', '.join(LAYOUTS)})")
+    layout = LAYOUTS.lookup(cfg.layout)
     if not cfg.root:
         raise DataError("<empty root>", f"the {cfg.layout} dataset config has no root folder set")
     kwargs: dict[str, Any] = {
@@ -44,4 +45,4 @@ def build_dataset(
         kwargs["split"] = cfg.split
     if cfg.layout == "folder":
         kwargs["class_map"] = cfg.class_map
-    return LAYOUTS[cfg.layout](cfg.root, **kwargs)
+    return layout(cfg.root, **kwargs)

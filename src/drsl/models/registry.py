@@ -2,8 +2,8 @@
 
 A backbone is a builder (config -> :class:`~drsl.models.interfaces.Encoder`) and a weight adapter
 (the state dict of a weights file -> the encoder's own keys) for the file format its public weights
-come in. To add one: write the encoder in its own module, add an entry here and its name to
-``ModelConfig.backbone`` in ``drsl/config.py`` (docs/extending.md).
+come in; ``timm/NAME`` is any timm encoder. User code and plug-ins add entries to both registries
+(:mod:`drsl.plugins`, docs/extending.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from drsl.models.light import LightEncoder
 from drsl.models.mit import MIT_VARIANTS, MiTEncoder
 from drsl.models.mit_weights import mit_state
 from drsl.models.resnet import DeepLabResNetEncoder, ResNetEncoder
+from drsl.models.timm_encoder import TimmEncoder, check_model_name, timm_weights
 from drsl.models.weights import deeplab_state, torchvision_state
+from drsl.plugins import Registry
 
 StateDict = dict[str, Tensor]
 
@@ -54,7 +56,12 @@ def _mit(variant: str, cfg: ModelConfig) -> Encoder:
     return MiTEncoder(variant)
 
 
-BACKBONES: dict[str, Backbone] = {
+def _timm(name: str) -> Backbone:
+    check_model_name(name)
+    return Backbone(lambda cfg: TimmEncoder(name, cfg.output_stride), adapt_weights=timm_weights(name))
+
+
+_BUILT_IN_BACKBONES: dict[str, Backbone] = {
     "light": Backbone(_light),
     "resnet50": Backbone(lambda cfg: ResNetEncoder(50, cfg.output_stride)),
     "resnet101": Backbone(lambda cfg: ResNetEncoder(101, cfg.output_stride)),
@@ -71,22 +78,30 @@ BACKBONES: dict[str, Backbone] = {
         for name in MIT_VARIANTS
     },
 }
+BACKBONES: Registry[Backbone] = Registry(
+    "backbone", "model.backbone", "drsl.backbones", _BUILT_IN_BACKBONES,
+    accepts=lambda entry: isinstance(entry, Backbone), expects="a drsl.models.registry.Backbone",
+    families={"timm/": _timm},
+)
 
 #: Decode head builders: (encoder, config) -> head producing ``cfg.num_classes`` logits.
-DECODERS: dict[str, Callable[[Encoder, ModelConfig], DecodeHead]] = {
+DecoderBuilder = Callable[[Encoder, ModelConfig], DecodeHead]
+_BUILT_IN_DECODERS: dict[str, DecoderBuilder] = {
     "aspp": lambda encoder, cfg: ASPPHead(encoder.out_channels[-1], cfg.num_classes, cfg.aspp),
     "deeplabv3plus": lambda encoder, cfg: DeepLabV3PlusHead(
         encoder.out_channels, encoder.strides, cfg.num_classes, cfg.decoder_channels
     ),
     "daformer": lambda encoder, cfg: DAFormerHead(encoder.out_channels, cfg.num_classes),
 }
+DECODERS: Registry[DecoderBuilder] = Registry(
+    "decoder", "model.decoder", "drsl.decoders", _BUILT_IN_DECODERS,
+    accepts=callable, expects="a function (encoder, model config) -> DecodeHead",
+)
 
 
 def backbone(name: str) -> Backbone:
     """The registered backbone ``name``, or a ConfigError listing the known ones."""
-    if name not in BACKBONES:
-        raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
-    return BACKBONES[name]
+    return BACKBONES.lookup(name)
 
 
 def pretrained_path(cfg: ModelConfig) -> Path | None:
@@ -106,6 +121,4 @@ def build_encoder(cfg: ModelConfig) -> Encoder:
 
 def build_decoder(encoder: Encoder, cfg: ModelConfig) -> DecodeHead:
     """The decode head ``model.decoder`` names, sized for ``encoder``."""
-    if cfg.decoder not in DECODERS:
-        raise ConfigError(f"config key 'model.decoder': unknown decoder {cfg.decoder!r} (known: {', '.join(DECODERS)})")
-    return DECODERS[cfg.decoder](encoder, cfg)
+    return DECODERS.lookup(cfg.decoder)(encoder, cfg)
