@@ -98,20 +98,20 @@ class TimmEncoder(Encoder):
 
 def timm_weights(name: str) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
     """The weights adapter of timm model ``name``: a state dict saved from the timm model (its
-    classifier or its feature extractor) -> :class:`TimmEncoder` keys, classifier keys dropped."""
+    classifier or its feature extractor) -> :class:`TimmEncoder` keys. The model's keys that the
+    feature extractor lacks (the classifier) are dropped; any other key stays, to be reported."""
 
     def adapt(state: dict[str, Tensor]) -> dict[str, Tensor]:
         with torch.device("meta"):
             own = set(create_features(name).state_dict())
+            whole = set(_timm().create_model(name, pretrained=False).state_dict())
         out: dict[str, Tensor] = {}
         for key, value in state.items():
             top, _, rest = key.partition(".")
             # feature extractors flatten top-level Sequentials (stages.0 -> stages_0) or wrap the model
-            for candidate in (key, f"{top}_{rest}", f"model.{key}"):
-                if candidate in own:
-                    out[f"body.{candidate}"] = value
-                    break
+            mine = next((c for c in (key, f"{top}_{rest}", f"model.{key}") if c in own), None)
+            if mine is not None or key not in whole:
+                out[f"body.{mine or key}"] = value
         return out
 
     return adapt
-
