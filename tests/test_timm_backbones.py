@@ -11,7 +11,6 @@ import torch
 
 from drsl.config import ConfigError, load_config
 from drsl.configs import resolve_config_path
-from drsl.data.synth import generate_benchmark
 from drsl.errors import WeightsError
 from drsl.models.interfaces import IMAGENET_NORM, InputNorm
 from drsl.models.registry import build_encoder
@@ -19,14 +18,7 @@ from drsl.models.segmentor import build_model
 from drsl.models.timm_encoder import TimmEncoder
 from drsl.training import read_eval, run_training
 from fixtures import run_weights
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    generate_benchmark(root, seed=0, num_source=4, num_target_train=2, num_target_val=2,
-                       source_size=(96, 64), target_size=(96, 64))
-    return root
+from test_daformer_training import synth_root  # noqa: F401 - the tiny generated benchmark
 
 
 def timm_file(name: str, folder: Path) -> Path:
