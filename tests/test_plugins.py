@@ -6,12 +6,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drsl.config import ConfigError, config_from_dict, config_to_dict, load_config
 from drsl.configs import resolve_config_path
 from drsl.data.classes import CLASS_SETS, bind_class_set
 from drsl.data.registry import LAYOUTS
+from drsl.evaluation.metrics import summarize
 from drsl.models.registry import BACKBONES, DECODERS
 
 pytestmark = pytest.mark.usefixtures("clean_registries")
@@ -113,8 +115,9 @@ classes:
 subsets: {2: [c, d]}
 """)
     own = load_config(resolve_config_path("synth/drsl_mix"), [f"data.classes={tmp_path / 'classes.yaml'}"])
-    bind_class_set(own)
+    classes = bind_class_set(own)
     assert own.data.eval_subsets == [4, 2] and own.model.num_classes == 4
+    assert list(summarize(np.diag([5, 5, 5, 0]), classes)["miou"]) == ["4", "2"]  # the evaluator's default too
     for name, subsets in (("synth/source_only", [19, 16, 13]), ("synth7/drsl", [7]), ("synthia_cityscapes/drsl", [16, 13])):
         config = load_config(resolve_config_path(name))
         bind_class_set(config)

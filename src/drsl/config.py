@@ -632,17 +632,18 @@ def nest(keys: list[str], value: Any) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Build a Config from defaults, a YAML file with its bases, and dotted overrides."""
     config = Config()
-    layers = _layers(Path(path)) if path is not None else []
-    for layer_path, data in layers:  # every layer's modules first: a base may name what a child imports
-        try:
-            import_custom(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{layer_path}: {exc}") from None
-    for layer_path, data in layers:
-        try:
-            merge_root(config, data)
-        except ConfigError as exc:
-            raise ConfigError(f"{layer_path}: {exc}") from None
+    if path is not None:
+        layers = _layers(Path(path))
+        for layer_path, data in layers:  # every layer's modules first: a base may name what a child imports
+            try:
+                import_custom(data)
+            except ConfigError as exc:
+                raise ConfigError(f"{layer_path}: {exc}") from None
+        for layer_path, data in layers:
+            try:
+                merge_root(config, data)
+            except ConfigError as exc:
+                raise ConfigError(f"{layer_path}: {exc}") from None
     return apply_overrides(config, overrides or [])
 
 
