@@ -76,6 +76,7 @@ def test_the_guide_runs_from_a_project_folder(tmp_path: Path, monkeypatch: pytes
     assert "custom_imports:\n- robot_parts.network\n- robot_parts.data" in out  # drsl config show
     assert "eval_subsets: []" in out  # unset: evaluation reports the class set's own subsets
     assert "mycamera" in out and "obstacle" in out  # drsl data check through the installed plug-in
+    assert "| backbone=tiny_net,decoder=tiny_head | on | 64x64 |" in out  # drsl bench networks
     scores = json.loads(Path("runs/robot_tiny/eval.json").read_text())
     assert scores["class_set"] == "robot4" and list(scores["miou"]) == ["4"]
     recorded = load_config(Path("runs/robot_convnext/config.yaml"))
