@@ -3,6 +3,7 @@ user code and by installed plug-ins' entry points, and defaults that follow the 
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from drsl.configs import resolve_config_path
 from drsl.data.classes import CLASS_SETS, bind_class_set
 from drsl.data.registry import LAYOUTS
 from drsl.evaluation.metrics import summarize
-from drsl.models.registry import BACKBONES, DECODERS
+from drsl.models.mit import MIT_VARIANTS
+from drsl.models.registry import BACKBONES, DECODERS, MIT_NAMES, Backbone
 
 pytestmark = pytest.mark.usefixtures("clean_registries")
 
@@ -124,3 +126,12 @@ subsets: {2: [c, d]}
         assert config.data.eval_subsets == subsets, name
     with pytest.raises(ConfigError, match=r"no 19-class subset \(it has: 4, 2; data.eval_subsets: \[\] evaluates them all\)"):
         bind_class_set(load_config(resolve_config_path("gta5_cityscapes/source_only"), [f"data.classes={tmp_path / 'classes.yaml'}"]))
+
+
+def test_names_are_checked_without_importing_the_networks() -> None:
+    """A config is checked against drsl's own names without importing torch (drsl config show)."""
+    probe = ("import sys; from drsl.config import load_config; from drsl.configs import resolve_config_path; "
+             "load_config(resolve_config_path('synth_pretrained/drsl_mix'), ['model.decoder=daformer']); "
+             "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+    assert set(MIT_NAMES) == set(MIT_VARIANTS) and isinstance(BACKBONES["mit_b2"], Backbone)

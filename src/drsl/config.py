@@ -83,7 +83,7 @@ class Registered:
     def check(self, value: str, key: str) -> None:
         """Raise ConfigError naming ``key`` when ``value`` is not registered."""
         module, attribute = self.registry.split(":")
-        getattr(importlib.import_module(module), attribute).lookup(value, key)
+        getattr(importlib.import_module(module), attribute).check(value, key)
 
 
 #: Schema types with a range (numbers) or a shape (lists).

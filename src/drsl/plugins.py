@@ -11,7 +11,8 @@ found, in this order:
    ``drsl.decoders``, ``drsl.layouts``, ``drsl.class_sets``), each named like the entry it gives
    and loaded on first use, so a pip-installed plug-in needs no edit of drsl.
 
-This module is free of torch: the config checks names through it.
+drsl's own entries are :class:`Deferred`: their modules (and torch) are imported when an entry is
+first used, so checking a config's names stays fast.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from drsl.config import ConfigError
@@ -26,15 +28,32 @@ from drsl.config import ConfigError
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """An object in a module imported on first use (``module:attribute``); calling it calls that
+    object, so a deferred function can stand where a function is expected."""
+
+    target: str
+
+    def resolve(self) -> Any:
+        """The object itself (its module imported now)."""
+        module, attribute = self.target.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+
 class Registry(dict[str, T], Generic[T]):
-    """Name -> entry (a builder, a class, a file), extended by user code and entry points."""
+    """Name -> entry (a builder, a class, a file), extended by user code and entry points; a
+    :class:`Deferred` entry is resolved when first read."""
 
     def __init__(
         self,
         kind: str,
         key: str,
         group: str,
-        entries: dict[str, T],
+        entries: dict[str, T | Deferred],
         accepts: Callable[[Any], bool],
         expects: str,
         families: dict[str, Callable[[str], T]] | None = None,
@@ -47,6 +66,19 @@ class Registry(dict[str, T], Generic[T]):
         self.kind, self.key, self.group = kind, key, group
         self.accepts, self.expects = accepts, expects
         self.families = dict(families or {})
+
+    def __getitem__(self, name: str) -> T:
+        entry = super().__getitem__(name)
+        if isinstance(entry, Deferred):
+            entry = entry.resolve()
+            self[name] = entry
+        return entry
+
+    def check(self, name: str, key: str | None = None) -> None:
+        """A ConfigError (see :meth:`lookup`) unless ``name`` is registered; entries already in the
+        table are not resolved."""
+        if name not in self:
+            self.lookup(name, key)
 
     def find(self, name: str) -> T | None:
         """The entry called ``name``, or None when nothing registers it."""

@@ -3,24 +3,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drsl.config import DatasetConfig
-from drsl.data.base import SegmentationDataset
-from drsl.data.cityscapes import CityscapesDataset
-from drsl.data.classes import ClassSet
 from drsl.data.errors import DataError
-from drsl.data.folder import FolderDataset
-from drsl.data.gta5 import GTA5Dataset
-from drsl.data.synthia import SynthiaDataset
-from drsl.data.transforms import PairTransform
-from drsl.plugins import Registry
+from drsl.plugins import Deferred, Registry
 
+if TYPE_CHECKING:
+    from drsl.data.base import SegmentationDataset
+    from drsl.data.classes import ClassSet
+    from drsl.data.transforms import PairTransform
+
+
+def _is_layout(entry: Any) -> bool:
+    from drsl.data.base import SegmentationDataset
+
+    return isinstance(entry, type) and issubclass(entry, SegmentationDataset)
+
+
+#: The layouts' modules (and torch) are imported when a dataset is built, not when a config names one.
 LAYOUTS: Registry[type[SegmentationDataset]] = Registry(
     "dataset layout", "data.*.layout", "drsl.layouts",
-    {"gta5": GTA5Dataset, "synthia": SynthiaDataset, "cityscapes": CityscapesDataset, "folder": FolderDataset},
-    accepts=lambda entry: isinstance(entry, type) and issubclass(entry, SegmentationDataset),
-    expects="a subclass of drsl.data.base.SegmentationDataset",
+    {
+        "gta5": Deferred("drsl.data.gta5:GTA5Dataset"),
+        "synthia": Deferred("drsl.data.synthia:SynthiaDataset"),
+        "cityscapes": Deferred("drsl.data.cityscapes:CityscapesDataset"),
+        "folder": Deferred("drsl.data.folder:FolderDataset"),
+    },
+    accepts=_is_layout, expects="a subclass of drsl.data.base.SegmentationDataset",
 )
 
 
