@@ -10,8 +10,8 @@ feature extractor), whose classifier is dropped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 
+import timm
 import torch
 from torch import Tensor, nn
 
@@ -22,26 +22,18 @@ from drsl.models.interfaces import Encoder, InputNorm
 MIN_STRIDE = 4
 
 
-def _timm() -> ModuleType:
-    import timm  # imported on use: only timm backbones need it
-
-    return timm
-
-
-def check_model_name(name: str) -> str:
-    """``name`` when timm knows the model, else a ConfigError."""
-    if not name or not _timm().is_model(name):
+def check_model_name(name: str) -> None:
+    """A ConfigError unless timm knows the model ``name``."""
+    if not name or not timm.is_model(name):
         raise ConfigError(
             f"config key 'model.backbone': timm has no model {name!r} "
             "(timm.list_models() lists them; write model.backbone: timm/NAME)"
         )
-    return name
 
 
 def create_features(name: str, output_stride: int | None = None) -> nn.Module:
     """timm's feature extractor of ``name`` (random weights), asked for ``output_stride`` when
     given and the model takes one (a model that does not is built at its own)."""
-    timm = _timm()
     try:
         if output_stride is not None:
             try:
@@ -51,9 +43,9 @@ def create_features(name: str, output_stride: int | None = None) -> nn.Module:
                     raise
         return timm.create_model(name, pretrained=False, features_only=True)
     except (RuntimeError, AssertionError, ValueError) as exc:  # no feature maps, or not at that stride
+        at = "" if output_stride is None else f" at output stride {output_stride}"
         raise ConfigError(
-            f"config key 'model.backbone': timm model {name} gives no feature maps at output stride "
-            f"{output_stride} ({type(exc).__name__}: {exc})"
+            f"config key 'model.backbone': timm model {name} gives no feature maps{at} ({type(exc).__name__}: {exc})"
         ) from None
 
 
@@ -73,7 +65,7 @@ class TimmEncoder(Encoder):
         self.keep = [i for i, stride in enumerate(info.reduction()) if stride >= MIN_STRIDE]
         self.out_channels = [info.channels()[i] for i in self.keep]
         self.strides = [info.reduction()[i] for i in self.keep]
-        data = _timm().data.resolve_model_data_config(self.body)
+        data = timm.data.resolve_model_data_config(self.body)
         self.input_norm = InputNorm(mean=tuple(data["mean"]), std=tuple(data["std"]))
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -104,7 +96,7 @@ def timm_weights(name: str) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
     def adapt(state: dict[str, Tensor]) -> dict[str, Tensor]:
         with torch.device("meta"):
             own = set(create_features(name).state_dict())
-            whole = set(_timm().create_model(name, pretrained=False).state_dict())
+            whole = set(timm.create_model(name, pretrained=False).state_dict())
         out: dict[str, Tensor] = {}
         for key, value in state.items():
             top, _, rest = key.partition(".")
