@@ -122,15 +122,19 @@ def test_folder_read_back(tmp_path: Path, map_format: str) -> None:
         np.testing.assert_array_equal(dataset[index]["label"].numpy(), expected)
 
 
-def test_folder_default_class_map_and_unknown_values(tmp_path: Path) -> None:
+def test_folder_default_class_map_ids_and_unknown_values(tmp_path: Path) -> None:
     written = write_folder(tmp_path, n=2)
     assert len(FolderDataset(tmp_path)) == 2  # finds ROOT/class_map.yaml
     save_image(written.labels[0], np.full((12, 16), 3, dtype=np.uint8))  # 3 is not in the map
     with pytest.raises(LabelValueError, match=r"img0\.png.*\[3\]"):
         FolderDataset(tmp_path)[0]
-    written.class_map.unlink()
-    with pytest.raises(DataError, match="folder layout needs a label mapping"):
-        FolderDataset(tmp_path)
+    written.class_map.unlink()  # no mapping and no class map: the masks hold class ids
+    dataset = FolderDataset(tmp_path)
+    np.testing.assert_array_equal(dataset[0]["label"].numpy(), np.full((12, 16), 3))
+    np.testing.assert_array_equal(dataset[1]["label"].numpy(), written.raw_labels[1])
+    save_image(written.labels[0], np.full((12, 16), 19, dtype=np.uint8))  # 19 is no cityscapes19 id
+    with pytest.raises(LabelValueError, match=r"img0\.png.*\[19\].*class ids"):
+        FolderDataset(tmp_path)[0]
 
 
 def test_folder_bad_class_map(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ bash blocks runs through ``drsl`` (training shortened to two iterations on tiny 
 from __future__ import annotations
 
 import importlib.util
-import re
 import shlex
 from pathlib import Path
 
@@ -12,28 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from doc_blocks import SHORT, SIZE, bash_commands, write_files, write_folder
 from drsl.cli import main
 from drsl.data.classes import load_class_set
-from fixtures import random_image, save_image
 
 DOC = Path(__file__).parent.parent / "docs" / "your_own_data.md"
-SIZE = (40, 56)
-#: Appended to `drsl train` commands only: the guide's schedules, shortened for a test.
-SHORT = [
-    "train.iterations=2", "train.checkpoint_every=2", "train.log_every=1", "data.batch_size=2",
-    "data.num_workers=0", "model.light_width=1", "adapt.rounds=2", "optim.warmup_iters=0",
-    "data.source_augment.crop_size=[32,32]", "data.target_augment.crop_size=[32,32]",
-]
-
-
-def write_folder(root: Path, count: int, values: list[int] | None, suffix: str, seed: int) -> None:
-    """``count`` images (and masks of raw ``values``, when given) in the folder layout."""
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        name = f"sub/frame{index}" if index % 2 else f"frame{index}"
-        save_image(root / "images" / f"{name}{suffix}", random_image(SIZE, rng))
-        if values is not None:
-            save_image(root / "masks" / f"{name}.png", rng.choice(np.array(values, dtype=np.uint8), SIZE))
 
 
 def test_the_guide_runs_from_two_folders_to_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,12 +24,8 @@ def test_the_guide_runs_from_two_folders_to_a_report(tmp_path: Path, monkeypatch
     write_folder(Path("my_data/camera/train"), 4, None, ".jpg", 1)
     write_folder(Path("my_data/camera/val"), 2, [0, 50, 100, 150, 255], ".jpg", 2)
     text = DOC.read_text()
-    files = re.findall(r"```yaml file=(\S+)\n(.*?)```", text, flags=re.DOTALL)
-    assert [name for name, _ in files] == ["my_classes.yaml", "my_source_only.yaml", "my_drsl.yaml"]
-    for name, content in files:
-        Path(name).write_text(content)
-    commands = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
-                for line in block.splitlines() if line.strip()]
+    assert write_files(text, tmp_path) == ["my_classes.yaml", "my_source_only.yaml", "my_drsl.yaml"]
+    commands = bash_commands(text)
     assert len(commands) == 8
     for command in commands:
         argv = shlex.split(command)

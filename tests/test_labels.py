@@ -133,5 +133,5 @@ def test_config_must_agree_with_its_class_set() -> None:
         bind_class_set(load_config(None, ["data.classes=cityscapes7", "model.num_classes=19"]))
     with pytest.raises(ConfigError, match="no 16-class subset"):
         bind_class_set(load_config(None, ["data.classes=cityscapes7", "data.eval_subsets=[16]"]))
-    with pytest.raises(ConfigError, match="neither a class file nor a packaged class set"):
+    with pytest.raises(ConfigError, match="neither a class file nor a registered class set"):
         bind_class_set(load_config(None, ["data.classes=nowhere.yaml"]))

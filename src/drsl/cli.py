@@ -91,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"domain-shift preset, one of {', '.join(SHIFTS)} (default {DEFAULT_SHIFT}; docs/benchmark.md)")
     check = data_sub.add_parser("check", help="validate a dataset before a long run")
     check.add_argument("root", help="dataset root in its official layout")
-    check.add_argument("--layout", required=True, choices=["gta5", "synthia", "cityscapes", "folder"],
-                       help="on-disk layout of the dataset")
+    check.add_argument("--layout", required=True,
+                       help="on-disk layout of the dataset: gta5, synthia, cityscapes, folder or a plug-in's")
     check.add_argument("--split", default="train", help="Cityscapes split")
-    check.add_argument("--classes", default="cityscapes19", help="class set: a packaged name or a class file")
+    check.add_argument("--classes", default="cityscapes19", help="class set: a registered name or a class file")
     check.add_argument("--mapping", help="the class file's mapping of raw label values (default: the layout's own)")
     check.add_argument("--class-map", help="folder layout: YAML/JSON raw value -> class id or name map")
     check.add_argument("--json", help="also write the report as JSON here")

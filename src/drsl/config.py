@@ -1,13 +1,16 @@
 """Typed configuration: dataclass schema, layered YAML loading, strict merge, dotted overrides.
 
-A config file may name ``_base_`` files (a path or a list, relative to itself); they are merged
-first, in order, then the file itself, then command-line overrides ``key.sub=value``. Every merge is
-strict: an unknown key or a value of the wrong type is a :class:`ConfigError` naming the key.
+A config file may name ``_base_`` files (a path or a list, relative to itself, or a packaged config
+as ``drsl::synth/source_only``); they are merged first, in order, then the file itself, then
+command-line overrides ``key.sub=value``. Every merge is strict: an unknown key or a value of the
+wrong type is a :class:`ConfigError` naming the key. The modules named by ``custom_imports`` are
+imported before any of it is checked, so the names they register are valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import re
 import types
@@ -66,6 +69,23 @@ class Bounds:
         return low_ok and high_ok
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A name that must be in a registry (``module:attribute``, a :class:`drsl.plugins.Registry`),
+    in an ``Annotated`` schema hint; checked when merged, against what is registered then."""
+
+    registry: str
+
+    def describe(self) -> str:
+        """Where the names come from, in words."""
+        return f"a name registered in {self.registry.replace(':', '.')}"
+
+    def check(self, value: str, key: str) -> None:
+        """Raise ConfigError naming ``key`` when ``value`` is not registered."""
+        module, attribute = self.registry.split(":")
+        getattr(importlib.import_module(module), attribute).check(value, key)
+
+
 #: Schema types with a range (numbers) or a shape (lists).
 Count = Annotated[int, Bounds(low=1)]
 NonNegativeInt = Annotated[int, Bounds(low=0)]
@@ -92,9 +112,9 @@ FUSIONS: tuple[str, ...] = typing.get_args(Fusion)
 class DatasetConfig:
     """One dataset in its official on-disk layout."""
 
-    #: On-disk layout: the official gta5, synthia or cityscapes folders, or folder (images/ and masks/ of
-    #: your own: docs/your_own_data.md).
-    layout: Literal["gta5", "synthia", "cityscapes", "folder"] = "gta5"
+    #: On-disk layout: the official gta5, synthia or cityscapes folders, folder (images/ and masks/
+    #: of your own: docs/your_own_data.md), or a layout registered by a plug-in (docs/extending.md).
+    layout: Annotated[str, Registered("drsl.data.registry:LAYOUTS")] = "gta5"
     #: The dataset's root folder, laid out as ``layout`` expects.
     root: str = ""
     #: Cityscapes split (train/val/test); ignored by gta5/synthia/folder.
@@ -102,10 +122,11 @@ class DatasetConfig:
     #: Optional text file of sample names (one per line) restricting the dataset.
     list_file: str | None = None
     #: Which mapping of the class file (data.classes) turns raw label values into classes; null:
-    #: the layout's own (cityscapes for gta5/cityscapes, synthia for synthia; folder: class_map).
+    #: the layout's own (cityscapes for gta5/cityscapes, synthia for synthia; folder: class_map,
+    #: else ids: the masks hold class ids).
     mapping: str | None = None
     #: folder layout only: YAML/JSON file mapping raw mask values to class ids or names (255 =
-    #: ignore); null: ROOT/class_map.yaml. Used when mapping is null.
+    #: ignore); null: ROOT/class_map.yaml if there is one. Used when mapping is null.
     class_map: str | None = None
     #: Resize every image (and label, nearest) to this [height, width] before augmentation.
     resize: Size | None = None
@@ -175,7 +196,7 @@ class DataConfig:
     #: DataLoader worker processes per training process (0: load in the training process).
     num_workers: NonNegativeInt = 2
     #: Evaluation subsets of the class set, by size (e.g. 19/16/13); the first is the headline
-    #: mIoU. Empty: all classes.
+    #: mIoU. Empty: every subset the class set defines, the whole set first.
     eval_subsets: list[ClassCount] = field(default_factory=list)
 
 
@@ -187,10 +208,9 @@ class ModelConfig:
     #: resnet101_deeplab (DeepLab-v2's Caffe ResNet-101: the COCO init file), the light dilated CPU
     #: backbone, timm's EfficientNet-Lite0 (ImageNet weights bundled offline), or SegFormer's Mix
     #: Transformer MiT-B0 ... B5 (four maps at strides 4 to 32; SegFormer or Hugging Face ImageNet files).
-    backbone: Literal[
-        "resnet101", "resnet50", "resnet101_deeplab", "light", "efficientnet_lite0",
-        "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5",
-    ] = "resnet101"
+    #: timm/NAME is any timm encoder with features_only (its ImageNet normalisation, weights from
+    #: model.pretrained); plug-ins register more (docs/extending.md).
+    backbone: Annotated[str, Registered("drsl.models.registry:BACKBONES")] = "resnet101"
     #: Stride of the deepest encoder map: deeper stages are dilated instead (light: 8 only; MiT: 32 only).
     output_stride: Literal[8, 16, 32] = 8
     #: Decode head (drsl.models.registry.DECODERS): "aspp" is DeepLab-v2's ASPP classifier on the
@@ -198,7 +218,7 @@ class ModelConfig:
     #: DeepLab-v3+ decoder (1x1 + image-pooling ASPP, stride-4 skip; MMDL reads its stride-4 output);
     #: "daformer" DAFormer's context-aware fusion of all maps at the shallowest map's stride (MMDL
     #: reads the fusion).
-    decoder: Literal["aspp", "deeplabv3plus", "daformer"] = "aspp"
+    decoder: Annotated[str, Registered("drsl.models.registry:DECODERS")] = "aspp"
     #: ASPP variant: "full" sums rates 6/12/18/24; "rates_6_12" is the two-branch variant of some public code.
     aspp: Literal["full", "rates_6_12"] = "full"
     #: Width of the deeplabv3plus decoder (its fused features).
@@ -471,6 +491,10 @@ class Config:
 
     #: Run name: heads progress lines, logs and report rows.
     name: str = "run"
+    #: Python modules imported before the config is checked: their code registers backbones,
+    #: decoders, layouts or class sets (docs/extending.md). The lists of a file, its bases and the
+    #: overrides add up.
+    custom_imports: list[str] = field(default_factory=list)
     #: Seed of everything random in the run: initial weights, sampling, augmentation, regulariser draws.
     seed: Seed = 0
     #: The run folder: checkpoints, config.yaml, train.log, metrics.jsonl, eval.json, pseudo-labels.
@@ -531,7 +555,9 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     if origin is Annotated:
         value = _check_type(value, args[0], key)
         for bounds in args[1:]:
-            if not bounds.holds(value):
+            if isinstance(bounds, Registered):
+                bounds.check(value, key)
+            elif not bounds.holds(value):
                 raise ConfigError(f"config key '{key}': {value!r} is out of range (must be {bounds.describe()})")
         return value
     if origin in (typing.Union, types.UnionType):
@@ -637,8 +663,22 @@ def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def import_custom(data: dict[str, Any]) -> list[str]:
+    """Import the modules a config mapping's ``custom_imports`` names (checked: a list of module
+    names) and return them."""
+    names = _check_type(data.get("custom_imports", []), list[str], "custom_imports")
+    from drsl.plugins import import_modules
+
+    import_modules(names, "config key 'custom_imports'")
+    return names
+
+
 def merge_root(config: Config, data: dict[str, Any]) -> Config:
-    """Strictly merge a whole nested config mapping (renamed keys read under their new names)."""
+    """Strictly merge a whole nested config mapping (renamed keys read under their new names); its
+    ``custom_imports`` are imported first and added to the config's."""
+    if "custom_imports" in data:
+        added = import_custom(data)
+        data = {**data, "custom_imports": list(dict.fromkeys([*config.custom_imports, *added]))}
     return merge_dict(config, rename_keys(data))
 
 
@@ -671,8 +711,27 @@ def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[st
         bases = [bases]
     layers: list[tuple[Path, dict[str, Any]]] = []
     for base in bases:
-        layers += _layers(path.parent / base, seen + (path,))
+        if not isinstance(base, str):
+            raise ConfigError(f"config file {path}: _base_ must be a file name or a list of them, got {base!r}")
+        layers += _layers(_base_path(base, path), seen + (path,))
     return layers + [(path, data)]
+
+
+#: The scope of packaged configs in ``_base_``: ``drsl::synth/source_only``.
+PACKAGED_SCOPE = "drsl::"
+
+
+def _base_path(base: str, including: Path) -> Path:
+    """The file a ``_base_`` entry of ``including`` names: a packaged config (``drsl::NAME``) or a
+    path relative to ``including``'s folder."""
+    if not base.startswith(PACKAGED_SCOPE):
+        return including.parent / base
+    from drsl.configs import packaged_config_path
+
+    try:
+        return packaged_config_path(base[len(PACKAGED_SCOPE):])
+    except ConfigError as exc:
+        raise ConfigError(f"config file {including}: _base_ {base!r}: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -700,7 +759,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Build a Config from defaults, a YAML file with its bases, and dotted overrides."""
     config = Config()
     if path is not None:
-        for layer_path, data in _layers(Path(path)):
+        layers = _layers(Path(path))
+        for layer_path, data in layers:  # every layer's modules first: a base may name what a child imports
+            try:
+                import_custom(data)
+            except ConfigError as exc:
+                raise ConfigError(f"{layer_path}: {exc}") from None
+        for layer_path, data in layers:
             try:
                 merge_root(config, data)
             except ConfigError as exc:
@@ -709,9 +774,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply dotted ``key.sub=value`` overrides strictly (in place) and return the config."""
-    for text in overrides:
-        keys, value = parse_override(text)
+    """Apply dotted ``key.sub=value`` overrides strictly (in place) and return the config; the
+    modules of a ``custom_imports=[...]`` override are imported before any override is merged."""
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    for text, keys, value in parsed:
+        if keys == ["custom_imports"]:
+            try:
+                import_custom({"custom_imports": value})
+            except ConfigError as exc:
+                raise ConfigError(f"command-line override '{text}': {exc}") from None
+    for text, keys, value in parsed:
         try:
             merge_root(config, nest(keys, value))
         except ConfigError as exc:

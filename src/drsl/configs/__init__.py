@@ -16,17 +16,24 @@ def available_configs() -> list[str]:
     )
 
 
-def resolve_config_path(name: str) -> Path:
-    """A YAML path as given, or the packaged config of that name (with or without .yaml)."""
-    path = Path(name)
-    if path.is_file():
-        return path
+def packaged_config_path(name: str) -> Path:
+    """The packaged config ``name`` (with or without .yaml), or a ConfigError listing them."""
     packaged = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
     if packaged.is_file():
         return packaged
     from drsl.config import ConfigError
 
-    raise ConfigError(
-        f"no config file '{name}' and no packaged config of that name "
-        f"(packaged: {', '.join(available_configs())})"
-    )
+    raise ConfigError(f"no packaged config '{name}' (packaged: {', '.join(available_configs())})")
+
+
+def resolve_config_path(name: str) -> Path:
+    """A YAML path as given, or the packaged config of that name (also written ``drsl::NAME``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    from drsl.config import PACKAGED_SCOPE, ConfigError
+
+    try:
+        return packaged_config_path(name.removeprefix(PACKAGED_SCOPE))
+    except ConfigError as exc:
+        raise ConfigError(f"no config file '{name}' and {exc}") from None

@@ -14,8 +14,9 @@ A class file (see ``drsl/data/class_sets/*.yaml`` and docs/your_own_data.md)::
 ``ignore`` lists raw values that are valid but unlabelled; a raw value neither mapped nor ignored
 is an error naming the file. Every class set also has the mapping ``ids`` (values 0..C-1 are the
 class ids, 255 is ignored), for masks that already hold class ids. ``data.classes`` names a
-packaged class set or a class file; the resolved set is copied into every run directory
-(``classes.yaml``) and checkpoint, so results never depend on the file staying where it was.
+registered class set (``CLASS_SETS``: the packaged ones, and those user code and plug-ins add) or
+a class file; the resolved set is copied into every run directory (``classes.yaml``) and
+checkpoint, so results never depend on the file staying where it was.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import yaml
 from drsl.config import Config, ConfigError
 from drsl.data.labels import IGNORE_INDEX, lookup_table
 from drsl.fileio import atomic_write_text
+from drsl.plugins import Registry
 
 CLASS_SET_DIR = Path(__file__).parent / "class_sets"
 DEFAULT_CLASS_SET = "cityscapes19"
@@ -87,6 +89,11 @@ class ClassSet:
         table = np.zeros((256, 3), dtype=np.uint8)
         table[: self.num_classes] = self.palette
         return table[label.astype(np.uint8)]
+
+    @property
+    def eval_subsets(self) -> list[int]:
+        """The sizes of every evaluation subset, largest (the whole set: the headline) first."""
+        return sorted(self.subsets, reverse=True)
 
     def subset(self, size: int) -> tuple[int, ...]:
         """Class ids of the evaluation subset of ``size`` classes."""
@@ -207,6 +214,13 @@ def packaged_class_sets() -> list[str]:
     return sorted(p.stem for p in CLASS_SET_DIR.glob("*.yaml"))
 
 
+#: Class sets by name -> their class file (``data.classes: NAME``).
+CLASS_SETS: Registry[str | Path] = Registry(
+    "class set", "data.classes", "drsl.class_sets", {name: CLASS_SET_DIR / f"{name}.yaml" for name in packaged_class_sets()},
+    accepts=lambda entry: isinstance(entry, (str, Path)), expects="the path of a class file",
+)
+
+
 @lru_cache(maxsize=32)
 def _load_file(path: Path) -> ClassSet:
     try:
@@ -219,16 +233,16 @@ def _load_file(path: Path) -> ClassSet:
 
 
 def load_class_set(spec: str) -> ClassSet:
-    """A packaged class set by name (``cityscapes19``) or a class file by path."""
-    packaged = CLASS_SET_DIR / f"{spec}.yaml"
-    if "/" not in spec and packaged.is_file():
-        return _load_file(packaged)
-    path = Path(spec).expanduser()
+    """A registered class set by name (``cityscapes19``) or a class file by path."""
+    registered = CLASS_SETS.find(spec) if "/" not in spec else None
+    path = Path(registered if registered is not None else spec).expanduser()
     if path.is_file():
         return _load_file(path.resolve())
+    if registered is not None:
+        raise ConfigError(f"data.classes={spec!r}: the class file {path} it is registered with does not exist")
     raise ConfigError(
-        f"data.classes={spec!r} is neither a class file nor a packaged class set "
-        f"({', '.join(packaged_class_sets())})"
+        f"data.classes={spec!r} is neither a class file nor a registered class set "
+        f"({', '.join(CLASS_SETS.names())})"
     )
 
 
@@ -265,7 +279,8 @@ def checkpoint_class_set(state: Mapping[str, Any], path: str | Path, config: Con
 
 def bind_class_set(config: Config, classes: ClassSet | None = None) -> ClassSet:
     """Check ``config`` against its class set (or ``classes``) before any work, and fill in
-    ``model.num_classes`` and the default evaluation subset; returns the class set.
+    ``model.num_classes`` and the default evaluation subsets (all of the class set's); returns the
+    class set.
 
     A model size or an evaluation subset that disagrees with the class set is a ConfigError.
     """
@@ -278,11 +293,12 @@ def bind_class_set(config: Config, classes: ClassSet | None = None) -> ClassSet:
         )
     config.model.num_classes = classes.num_classes
     if not config.data.eval_subsets:
-        config.data.eval_subsets = [classes.num_classes]
+        config.data.eval_subsets = classes.eval_subsets
     for size in config.data.eval_subsets:
         if size not in classes.subsets:
             known = ", ".join(str(k) for k in classes.subsets)
             raise ConfigError(
-                f"data.eval_subsets: class set {classes.name} has no {size}-class subset (it has: {known})"
+                f"data.eval_subsets: class set {classes.name} has no {size}-class subset (it has: {known}; "
+                "data.eval_subsets: [] evaluates them all)"
             )
     return classes

@@ -3,8 +3,9 @@
 A mask shares its image's relative path, with a ``.png`` extension. Its raw values map to the
 class set's classes through, in this order: a mapping of the class file named by ``mapping``, a
 class map file ``class_map`` (YAML or JSON, raw value -> class id or name, 255 = ignore, e.g.
-``{0: 255, 1: road, 2: 13}``), or ``ROOT/class_map.yaml`` (or ``.json``, as written by
-:func:`drsl.data.checks.convert_dataset`). Mask values the mapping does not name are errors.
+``{0: 255, 1: road, 2: 13}``), ``ROOT/class_map.yaml`` (or ``.json``, as written by
+:func:`drsl.data.checks.convert_dataset`), or else the class set's ``ids`` mapping: the masks hold
+class ids (255 = ignore). Mask values the mapping does not name are errors.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from drsl.data.base import (
     SegmentationDataset,
     same_name_samples,
 )
-from drsl.data.classes import ClassSet
+from drsl.data.classes import IDS_MAPPING, ClassSet
 from drsl.data.errors import DataError
 from drsl.data.io import read_label
 from drsl.data.labels import IGNORE_INDEX
@@ -67,6 +68,7 @@ class FolderDataset(SegmentationDataset):
     """Images and masks in parallel folder trees; names are relative paths without extension."""
 
     layout_name = "folder"
+    native_mapping = IDS_MAPPING
     expected_layout = "ROOT/images/**/*.{png,jpg,jpeg} and ROOT/masks/**/*.png"
 
     def __init__(
@@ -90,15 +92,11 @@ class FolderDataset(SegmentationDataset):
         return samples
 
     def label_codec(self) -> LabelCodec:
-        if self.mapping is not None:
-            return super().label_codec()
         path = self.class_map_path or next(
             (self.root / name for name in CLASS_MAP_NAMES if (self.root / name).is_file()), None
         )
-        if path is None:
-            problem = (f"folder layout needs a label mapping: mapping (a mapping of {self.classes.name}), "
-                       f"class_map, or ROOT/{CLASS_MAP_NAMES[0]}")
-            raise DataError(self.root, problem)
+        if self.mapping is not None or path is None:
+            return super().label_codec()
         mapping = read_class_map(path, self.classes)
         expected = f"values in class map {path}"
         return LabelCodec.from_mapping(read_label, mapping, mapping.keys(), expected)

@@ -1,25 +1,37 @@
-"""Build a dataset from a :class:`~drsl.config.DatasetConfig`, dispatching on its layout."""
+"""Build a dataset from a :class:`~drsl.config.DatasetConfig`, dispatching on its layout: the
+``LAYOUTS`` registry, which user code and plug-ins extend (:mod:`drsl.plugins`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drsl.config import DatasetConfig
-from drsl.data.base import SegmentationDataset
-from drsl.data.cityscapes import CityscapesDataset
-from drsl.data.classes import ClassSet
 from drsl.data.errors import DataError
-from drsl.data.folder import FolderDataset
-from drsl.data.gta5 import GTA5Dataset
-from drsl.data.synthia import SynthiaDataset
-from drsl.data.transforms import PairTransform
+from drsl.plugins import Deferred, Registry
 
-LAYOUTS: dict[str, type[SegmentationDataset]] = {
-    "gta5": GTA5Dataset,
-    "synthia": SynthiaDataset,
-    "cityscapes": CityscapesDataset,
-    "folder": FolderDataset,
-}
+if TYPE_CHECKING:
+    from drsl.data.base import SegmentationDataset
+    from drsl.data.classes import ClassSet
+    from drsl.data.transforms import PairTransform
+
+
+def _is_layout(entry: Any) -> bool:
+    from drsl.data.base import SegmentationDataset
+
+    return isinstance(entry, type) and issubclass(entry, SegmentationDataset)
+
+
+#: The layouts' modules (and torch) are imported when a dataset is built, not when a config names one.
+LAYOUTS: Registry[type[SegmentationDataset]] = Registry(
+    "dataset layout", "data.*.layout", "drsl.layouts",
+    {
+        "gta5": Deferred("drsl.data.gta5:GTA5Dataset"),
+        "synthia": Deferred("drsl.data.synthia:SynthiaDataset"),
+        "cityscapes": Deferred("drsl.data.cityscapes:CityscapesDataset"),
+        "folder": Deferred("drsl.data.folder:FolderDataset"),
+    },
+    accepts=_is_layout, expects="a subclass of drsl.data.base.SegmentationDataset",
+)
 
 
 def build_dataset(
@@ -27,8 +39,7 @@ def build_dataset(
 ) -> SegmentationDataset:
     """The dataset ``cfg`` describes, labelled with ``classes`` (``split`` for Cityscapes,
     ``class_map`` for folders)."""
-    if cfg.layout not in LAYOUTS:
-        raise ValueError(f"unknown dataset layout {cfg.layout!r} (known: {', '.join(LAYOUTS)})")
+    layout = LAYOUTS.lookup(cfg.layout)
     if not cfg.root:
         raise DataError("<empty root>", f"the {cfg.layout} dataset config has no root folder set")
     kwargs: dict[str, Any] = {
@@ -44,4 +55,4 @@ def build_dataset(
         kwargs["split"] = cfg.split
     if cfg.layout == "folder":
         kwargs["class_map"] = cfg.class_map
-    return LAYOUTS[cfg.layout](cfg.root, **kwargs)
+    return layout(cfg.root, **kwargs)

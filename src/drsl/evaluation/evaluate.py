@@ -101,7 +101,7 @@ def evaluate(
     progress: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Summary (see metrics.summarize) and the confusion matrix, reduced over ranks; ``subsets``
-    are sizes of evaluation subsets of ``classes`` (default: all classes)."""
+    are sizes of evaluation subsets of ``classes`` (default: all of them, the whole set first)."""
     matrix = ConfusionMatrix(classes.num_classes)
     for batch, _, labels in prediction_batches(prob_fn, dataset, cfg, dist, num_workers, progress, "evaluate"):
         matrix.update(labels, batch["label"].to(dist.device, non_blocking=True))

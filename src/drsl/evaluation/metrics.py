@@ -187,12 +187,12 @@ def summarize(matrix: np.ndarray, classes: ClassSet, subsets: Sequence[int] | No
 
     ``{"miou": {"19": .., "16": ..}, "per_class_iou": {name: ..}, "pixel_accuracy": ..,
     "num_pixels": .., "class_set": name, "subsets": {"16": [names]}, "unit": "fraction"}``;
-    ``subsets`` are sizes of the class set's evaluation subsets (default: all classes).
+    ``subsets`` are sizes of the class set's evaluation subsets (default: all of them, the whole set first).
     """
     matrix = _check(matrix)
     if classes.num_classes != matrix.shape[0]:
         raise ValueError(f"{classes.num_classes} classes in {classes.name} for a {matrix.shape[0]}-class matrix")
-    chosen: Mapping[int, Sequence[int]] = {k: classes.subset(k) for k in subsets or [classes.num_classes]}
+    chosen: Mapping[int, Sequence[int]] = {k: classes.subset(k) for k in subsets or classes.eval_subsets}
     iou = per_class_iou(matrix)
     return {
         "miou": {str(k): _json_float(mean_iou(matrix, ids)) for k, ids in chosen.items()},

@@ -11,6 +11,7 @@ The contracts (see :mod:`drsl.models.interfaces`):
   ``fused_features`` (``SegmentorOutput.features``); logits may be at any stride (losses and
   inference upsample them to label size).
 
-Built-in names live in :mod:`drsl.models.registry` (``BACKBONES``, ``DECODERS``); the config keys
+The names live in :mod:`drsl.models.registry` (``BACKBONES``, ``DECODERS``: drsl's own, ``timm/NAME``,
+and those user code and plug-ins register, see :mod:`drsl.plugins`); the config keys
 ``model.backbone`` and ``model.decoder`` pick one of each.
 """
