@@ -126,6 +126,10 @@ def test_mixing_needs_equal_crops_and_imagenet_weights_for_the_feature_distance(
         load_config(resolve_config_path("synth/mix"), overrides(data_root, tmp_path, 2, "data.target_augment.crop_size=[32,40]"))
     with pytest.raises(ConfigError, match="model.pretrained"):
         load_config(resolve_config_path("synth/mix"), overrides(data_root, tmp_path, 2, "adapt.feature_distance.weight=0.1"))
+    with pytest.raises(ConfigError, match="pseudo_ignore_top_share=0.6 and pseudo_ignore_bottom_share=0.4"):
+        load_config(resolve_config_path("synth/mix"), overrides(
+            data_root, tmp_path, 2, "adapt.mix.pseudo_ignore_top_share=0.6", "adapt.mix.pseudo_ignore_bottom_share=0.4",
+        ))
     with pytest.raises(ConfigError, match="adapt.host=rounds"):  # the rounds host has no use for it
         load_config(resolve_config_path("synth/cbst"), overrides(
             data_root, tmp_path, 2, "adapt.feature_distance.weight=0.1", "model.pretrained=weights.pth",

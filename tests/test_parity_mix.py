@@ -210,6 +210,26 @@ def test_teacher_normalises_the_target_batch_with_its_own_statistics() -> None:
     assert torch.equal(teacher.model[0][1].running_mean, own)  # its own, moved by its own forwards
 
 
+def test_teacher_confidence_is_the_softmax_of_upsampled_logits() -> None:
+    """DACS.forward_train: ``ema_softmax = softmax(ema_model.encode_decode(target_img))``, and
+    mmseg's ``EncoderDecoder.encode_decode`` resizes the logits to the image size (bilinear,
+    align_corners False) before that softmax; the pseudo-label is its argmax, its confidence its max."""
+    torch.manual_seed(0)
+    module = build_module(mix_config()).train()
+    with torch.no_grad():
+        for param in module.teacher.parameters():
+            param.mul_(4.0)  # sharper posteriors, far from uniform
+    target = torch.rand(2, 3, 32, 32)
+    predicted, score = module.teacher_predictions(target, torch.Size([32, 32]), 0)
+    with torch.no_grad():
+        logits = module.teacher_parts()[0](target).logits
+    assert logits.shape[-1] < 32  # the logits are upsampled
+    probs = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False).softmax(dim=1)
+    top, expected = probs.max(dim=1)
+    assert (predicted == expected).float().mean() > 0.999  # ties aside
+    torch.testing.assert_close(score, -torch.log1p(-top.double()).float(), rtol=1e-3, atol=1e-3)
+
+
 class Spy:
     """Records the (labels, weight) of every segmentation-loss call and the decoder outputs."""
 

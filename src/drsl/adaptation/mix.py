@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drsl.adaptation.classmix import (
@@ -68,6 +69,15 @@ class MixTrainingModule(SelfTrainingModule):
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         return [step_generator(self.seed, iteration, rank + world * (micro * count + i)) for i in range(count)]
+
+    def upsample_posteriors(self, posteriors: Tensor, size: torch.Size) -> Tensor:
+        """The teacher's posteriors at label size ``size``, as from logits interpolated bilinearly
+        and then normalised (mmsegmentation's ``encode_decode``, which DAFormer's teacher runs):
+        each head's log-posteriors are interpolated (they differ from its logits by a per-pixel
+        constant, which the softmax removes) and normalised again."""
+        tiny = torch.finfo(torch.float32).tiny
+        logs = F.interpolate(posteriors.float().clamp_min(tiny).log(), size=size, mode="bilinear", align_corners=False)
+        return torch.cat([head.softmax(dim=1) for head in logs.split(self.num_classes, dim=1)], dim=1)
 
     def forward(self, batch: dict[str, Any], iteration: int = 0) -> StepOutput:
         """Losses for one (micro-)batch ``{"source": {...}, "target": {...}}``."""

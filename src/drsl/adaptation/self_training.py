@@ -117,8 +117,11 @@ class SelfTrainingModule(nn.Module):
         segmentor, regularizer = self.teacher_parts()
         fusion = self.fusion_at(iteration)
         posteriors = head_posteriors(segmentor, regularizer, target_images, fusion)
-        posteriors = F.interpolate(posteriors, size=size, mode="bilinear", align_corners=False)
-        return fuse(posteriors, self.num_classes, fusion)
+        return fuse(self.upsample_posteriors(posteriors, size), self.num_classes, fusion)
+
+    def upsample_posteriors(self, posteriors: Tensor, size: torch.Size) -> Tensor:
+        """The teacher's posteriors at label size ``size``: interpolated bilinearly."""
+        return F.interpolate(posteriors, size=size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def teacher_pseudo_labels(self, target_images: Tensor, size: torch.Size, iteration: int) -> Tensor:
