@@ -205,11 +205,13 @@ def pseudo_label_checkpoint(
     """Class-balanced pseudo-labels of a checkpoint's target set, written to ``out``."""
     from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels
     from drsl.data.registry import build_dataset
+    from drsl.engine.outputs import check_output
 
     model = load_model(checkpoint, config, overrides, device)
     cfg = model.config
     if cfg.data.target is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.target: pass --config")
+    check_output(out, [("the checkpoint", checkpoint), ("data.target.root", cfg.data.target.root)], folder=True)
     fusion = fusion or ("agree" if model.has_modes else "none")
     dist: DistInfo = dataclasses.replace(init_distributed(device), device=model.device)
     return generate_pseudo_labels(

@@ -22,10 +22,13 @@ from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import FUSIONS, ConfigError
 from drsl.data.errors import DataError
 from drsl.data.synth.shifts import DEFAULT_SHIFT, SHIFTS
-from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError, user_error_message
+from drsl.errors import (
+    CheckpointError, NonFiniteLossError, OutputError, RunDirError, WeightsError, user_error_message,
+)
 
 USER_ERRORS = (
     ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError, RunDirError,
+    OutputError,
 )
 
 EPILOG = """examples:
@@ -193,11 +196,16 @@ def _command_data(args: argparse.Namespace) -> int:
     from drsl.config import DatasetConfig
     from drsl.data.checks import check_dataset, convert_dataset
     from drsl.data.classes import load_class_set
+    from drsl.engine.outputs import check_output
     from drsl.fileio import atomic_write_json, require_free_folder
 
     classes = load_class_set(args.classes)
     cfg = DatasetConfig(layout=args.layout, root=args.root, split=args.split, mapping=args.mapping, class_map=args.class_map)
+    inputs = [("the dataset root", args.root), ("--classes", args.classes), ("--class-map", args.class_map)]
+    if args.json:
+        check_output(args.json, [*inputs, ("--convert", args.convert)], inside_inputs=True)
     if args.convert:
+        check_output(args.convert, inputs, folder=True, whole=True)
         require_free_folder(args.convert, args.overwrite)
     report = check_dataset(cfg, classes)
     print(report.to_text())
@@ -236,10 +244,11 @@ def _inference_overrides(args: argparse.Namespace) -> list[str]:
 
 def _command_evaluate(args: argparse.Namespace) -> int:
     from drsl.api import evaluate_checkpoint
-    from drsl.fileio import atomic_write_json, check_writable
+    from drsl.engine.outputs import check_output
+    from drsl.fileio import atomic_write_json
 
     if args.out:
-        check_writable(args.out)
+        check_output(args.out, [("the checkpoint", args.checkpoint), ("--config", args.config)])
     summary = evaluate_checkpoint(args.checkpoint, args.config, _inference_overrides(args), args.device, args.head)
     from drsl.evaluation.metrics import format_table
 
@@ -252,9 +261,9 @@ def _command_evaluate(args: argparse.Namespace) -> int:
 
 def _command_pseudo_label(args: argparse.Namespace) -> int:
     from drsl.api import pseudo_label_checkpoint
-    from drsl.fileio import check_writable
+    from drsl.engine.outputs import check_output
 
-    check_writable(args.out, folder=True)
+    check_output(args.out, [("the checkpoint", args.checkpoint), ("--config", args.config)], folder=True)
     overrides = list(args.overrides)
     if args.flip:
         overrides.append("adapt.pseudo_label.flip=true")

@@ -32,6 +32,11 @@ class RunDirError(ValueError):
     process, nothing to resume...); the message says what to do instead."""
 
 
+class OutputError(ValueError):
+    """An output that would overwrite one of the command's inputs or a file a run owns; the
+    message names the path and whose it is."""
+
+
 def describe_os_error(exc: OSError) -> str:
     """``PATH: reason`` for an OS error (read-only or occupied path, disk full, ...)."""
     reason = exc.strerror or str(exc)

@@ -8,9 +8,25 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from drsl.data.errors import DataError
+
+
+def _readable_suffixes() -> tuple[str, ...]:
+    """File name suffixes of the image formats PIL decodes (not the stubs that only identify a
+    format, nor MPEG, of which PIL reads the header alone)."""
+    Image.init()
+    decodes = {
+        name for name, (factory, _) in Image.OPEN.items()
+        if name != "MPEG" and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+    }
+    return tuple(sorted(suffix for suffix, name in Image.registered_extensions().items() if name in decodes))
+
+
+#: Suffixes of the image files drsl reads where it searches folders for images (.png, .jpg,
+#: .webp, .bmp, .tif, ...: every format PIL decodes).
+IMAGE_SUFFIXES = _readable_suffixes()
 
 #: PIL modes that hold one integer channel, and the dtype they are returned as.
 _LABEL_MODES = {
