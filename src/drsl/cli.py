@@ -219,6 +219,7 @@ def _command_data(args: argparse.Namespace) -> int:
 
 def _command_train(args: argparse.Namespace) -> int:
     from drsl.config import load_config
+    from drsl.config_scope import check_keys_take_effect
     from drsl.configs import resolve_config_path
     from drsl.engine.run_dir import continued_config
     from drsl.training import run_training
@@ -234,6 +235,7 @@ def _command_train(args: argparse.Namespace) -> int:
         raise ConfigError("--change-config applies to a resumed run: add --resume")
     if resume:
         config = continued_config(config, overrides)
+    check_keys_take_effect(config, overrides)
     run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config)
     return 0
 

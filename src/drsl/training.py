@@ -26,6 +26,7 @@ from drsl.data.transforms import build_train_transform
 from drsl.engine.checkpoint import load_checkpoint
 from drsl.engine.distributed import DistInfo, barrier, init_distributed
 from drsl.engine.logging import RunLogger
+from drsl.engine.outputs import check_output, run_inputs
 from drsl.engine.run_dir import RunDirectory, plan_run
 from drsl.engine.sampling import SeededView
 from drsl.engine.trackers import build_trackers, check_trackers
@@ -194,6 +195,8 @@ def run_training(
     """
     dist = init_distributed(device)
     bind_class_set(config)  # before the config is compared with the run directory's
+    inputs = [*run_inputs(config), ("the checkpoint to resume from", resume if isinstance(resume, (str, Path)) else None)]
+    check_output(config.work_dir, inputs, folder=True, whole=overwrite, run_folder=True)
     plan = plan_run(config, resume, overwrite, allow_config_change)
     barrier()  # every process reads the directory before the main one writes to it
     if plan.finished:

@@ -25,7 +25,10 @@ def resolve_config_path(name: str) -> Path:
     if packaged.is_file():
         return packaged
     from drsl.config import ConfigError
+    from drsl.fileio import not_a_file
 
+    if path.exists() or path.is_symlink():
+        raise ConfigError(f"config {name} {not_a_file(path, 'config file')}")
     raise ConfigError(
         f"no config file '{name}' and no packaged config of that name "
         f"(packaged: {', '.join(available_configs())})"

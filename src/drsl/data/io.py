@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from drsl.data.errors import DataError
+from drsl.fileio import not_a_file
 
 
 def _readable_suffixes() -> tuple[str, ...]:
@@ -108,8 +109,8 @@ def read_synthia_label(path: str | Path) -> np.ndarray:
 
     OpenCV returns channels as BGR, so the class id (stored in R) is the last channel.
     """
-    if not Path(path).is_file():
-        raise DataError(path, "file not found")
+    if (reason := not_a_file(path)) is not None:
+        raise DataError(path, reason)
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise DataError(path, "OpenCV cannot read this file (not an image, corrupt or truncated)")
