@@ -294,6 +294,9 @@ def _command_bench(args: argparse.Namespace) -> int:
     shared = Path(args.source_checkpoint) if args.source_checkpoint else None
     if shared is not None and not shared.is_file():
         raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")
+    from drsl.engine.outputs import check_output
+
+    check_output(args.out, [("--data", args.data), ("--source-checkpoint", shared)], folder=True)
     plan = Plan(Path(args.out), Path(args.data), seeds, variants, args.overrides, shared, args.shift, args.network,
                 args.source_per_seed)
     run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
@@ -319,7 +322,9 @@ def _command_config(args: argparse.Namespace) -> int:
 
 def _command_demo(args: argparse.Namespace) -> int:
     from drsl.demo import run_demo
+    from drsl.engine.outputs import check_output
 
+    check_output(args.out, folder=True)
     run_demo(Path(args.out), args.seed, args.overwrite)
     return 0
 

@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out)
     inputs = [("the checkpoint", args.checkpoint), ("--config", args.config)]
-    inputs += [("the input", text) for text in args.inputs]
+    inputs += [("an input", text) for text in args.inputs]
     check_output(out_dir, inputs, folder=True, inside_inputs=True)
     for kind in OUTPUT_KINDS:
         check_output(out_dir / kind, inputs, folder=True, whole=True, inside_inputs=True)

@@ -89,7 +89,7 @@ def _entry_of(relative: tuple[str, ...]) -> RunEntry | None:
 def run_owner(path: str | Path) -> tuple[Path, RunEntry] | None:
     """The run directory that wrote ``path`` (symbolic links resolved) and the entry it belongs
     to; None when no run wrote it."""
-    target = Path(path).resolve()
+    target = Path(os.path.realpath(path))
     for folder in target.parents:
         if is_run_folder(folder):
             entry = _entry_of(target.relative_to(folder).parts)
@@ -161,17 +161,17 @@ def check_output(
     """
     path = Path(path)
     check_writable(path, folder)
-    target = path.resolve()
+    target = Path(os.path.realpath(path))
     existing = list(_existing(inputs))
     for role, given, real in existing:
         if real == target:
-            raise OutputError(f"{path}: is {role}, an input of this command; write the output elsewhere")
+            raise OutputError(f"{path}: this command reads it ({role}); write the output elsewhere")
         if not inside_inputs and given.is_dir() and target.is_relative_to(real):
-            raise OutputError(f"{path}: lies inside {role} {given}, an input of this command; write the output elsewhere")
+            raise OutputError(f"{path}: lies inside {given}, which this command reads ({role}); write the output elsewhere")
         if whole and not run_folder and real.is_relative_to(target):
-            raise OutputError(f"{path}: holds {role} {given}, an input of this command; write the output elsewhere")
+            raise OutputError(f"{path}: holds {given}, which this command reads ({role}); write the output elsewhere")
         if whole and run_folder and (owner := run_owner(real)) is not None and owner[0] == target:
-            raise OutputError(f"{path}: replacing its run would delete {role} {given}; copy it elsewhere first")
+            raise OutputError(f"{path}: replacing its run would delete {given} ({role}), which this run reads; copy it elsewhere first")
     if not run_folder and target.is_dir() and is_run_folder(target):
         raise OutputError(f"{path}: is the folder of a drsl run, which holds only what its run writes; choose another folder")
     owner = run_owner(target)
