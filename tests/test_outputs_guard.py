@@ -304,7 +304,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(
     (work / "run.json").write_text(json.dumps({"format": 1, "started": "x", "history": history, "state": "running"}))
     (work / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
     code, err = run_cli(argv, capsys)
-    assert one_line_error(code, err) and "stopped before its first checkpoint" in err and "--resume" in err
+    assert one_line_error(code, err) and "no checkpoint to continue from: start it again with --resume" in err
     with caplog.at_level(logging.WARNING, logger="drsl"):
         code, err = run_cli([*argv, "--resume"], capsys)
     assert code == 0, err

@@ -100,9 +100,10 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
         raise PermissionError(errno.EACCES, "cannot write here (permission denied or read-only)", str(existing))
 
 
-def not_a_file(path: str | Path, noun: str = "file") -> str | None:
+def not_a_file(path: str | Path, noun: str = "file", missing: str = "does not exist") -> str | None:
     """Why ``path`` cannot be read as a file, in words (``noun`` names what was expected, e.g.
-    "checkpoint file"); None when it is a regular file or a symbolic link to one."""
+    "checkpoint file"; ``missing`` is said of a path that does not exist); None when it is a
+    regular file or a symbolic link to one."""
     path = Path(path)
     if path.is_file():
         return None
@@ -117,7 +118,7 @@ def not_a_file(path: str | Path, noun: str = "file") -> str | None:
         return f"is a folder, not a {noun}"
     if path.exists():
         return f"is not a regular file (a device, socket or pipe), not a {noun}"
-    return "does not exist"
+    return missing
 
 
 def walk_files(root: str | Path) -> Iterator[Path]:

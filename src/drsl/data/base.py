@@ -263,7 +263,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
                 if not self.require_labels:
                     return Sample(sample.name, sample.image_path, None), None
                 path = str(label or sample.image_path)
-                reason = "file not found" if label is None else not_a_file(label)
+                reason = "file not found" if label is None else not_a_file(label, missing="file not found")
                 message = f"label {reason} (image {sample.image_path})"
                 return None, Problem(sample.name, "missing", path, message)
             label_size = image_size(label)

@@ -109,7 +109,7 @@ def read_synthia_label(path: str | Path) -> np.ndarray:
 
     OpenCV returns channels as BGR, so the class id (stored in R) is the last channel.
     """
-    if (reason := not_a_file(path)) is not None:
+    if (reason := not_a_file(path, missing="file not found")) is not None:
         raise DataError(path, reason)
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:

@@ -233,11 +233,11 @@ def _refuse_occupied(found: Occupant, overwrite: bool) -> str:
             f"{', ...' if len(found.entries) > 3 else ''}): choose another work_dir"
         )
     if not overwrite:
-        continued = "continue it with --resume" if found.checkpoint is not None else (
-            "it stopped before its first checkpoint: start it again with --resume (from iteration 0)"
+        continued = ": continue it with --resume" if found.checkpoint is not None else (
+            " and no checkpoint to continue from: start it again with --resume (from iteration 0)"
         )
         raise RunDirError(
-            f"work_dir {found.path} holds {found.describe()}: {continued}, or replace it with --overwrite, "
+            f"work_dir {found.path} holds {found.describe()}{continued}, or replace it with --overwrite, "
             "or choose another work_dir"
         )
     return "overwrite"
