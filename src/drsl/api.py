@@ -209,9 +209,10 @@ def pseudo_label_checkpoint(
 
     model = load_model(checkpoint, config, overrides, device)
     cfg = model.config
+    target_root = cfg.data.target.root if cfg.data.target is not None else None
+    check_output(out, [("the checkpoint", checkpoint), ("data.target.root", target_root)], folder=True)
     if cfg.data.target is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.target: pass --config")
-    check_output(out, [("the checkpoint", checkpoint), ("data.target.root", cfg.data.target.root)], folder=True)
     fusion = fusion or ("agree" if model.has_modes else "none")
     dist: DistInfo = dataclasses.replace(init_distributed(device), device=model.device)
     return generate_pseudo_labels(

@@ -48,6 +48,7 @@ RUN_ENTRIES = (
     RunEntry("environment.json", "its software record"),
     RunEntry(".lock", "its lock"),
     RunEntry("metrics.jsonl", "its training log"),
+    RunEntry("train.log", "its console log"),
     RunEntry("eval.json", "its evaluation"),
     RunEntry("classes.yaml", "its class set"),
     RunEntry("source_class_counts.json", "its source class statistics"),
