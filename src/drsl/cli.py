@@ -22,13 +22,10 @@ from drsl.commands.help import LazyParser, Parser, RawHelpFormatter, add_device
 from drsl.config import FUSIONS, ConfigError
 from drsl.data.errors import DataError
 from drsl.data.synth.shifts import DEFAULT_SHIFT, SHIFTS
-from drsl.errors import (
-    CheckpointError, NonFiniteLossError, OutputError, RunDirError, WeightsError, user_error_message,
-)
+from drsl.errors import CheckpointError, NonFiniteLossError, RunDirError, WeightsError, user_error_message
 
 USER_ERRORS = (
     ConfigError, DataError, CheckpointError, WeightsError, NonFiniteLossError, FileNotFoundError, RunDirError,
-    OutputError,
 )
 
 EPILOG = """examples:
@@ -230,12 +227,12 @@ def _command_train(args: argparse.Namespace) -> int:
     if args.amp:
         overrides.append(f"train.amp={args.amp}")
     config = load_config(resolve_config_path(args.config), overrides)
+    check_keys_take_effect(config, overrides)
     resume = args.resume_from or args.resume or None
     if args.change_config and not resume:
         raise ConfigError("--change-config applies to a resumed run: add --resume")
     if resume:
         config = continued_config(config, overrides)
-    check_keys_take_effect(config, overrides)
     run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config)
     return 0
 

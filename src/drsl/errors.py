@@ -32,9 +32,9 @@ class RunDirError(ValueError):
     process, nothing to resume...); the message says what to do instead."""
 
 
-class OutputError(ValueError):
-    """An output that would overwrite one of the command's inputs or a file a run owns; the
-    message names the path and whose it is."""
+class OutputError(OSError):
+    """An output that would overwrite one of the command's inputs or a file a run owns: raised as
+    ``OutputError(errno.EEXIST, why, path)``, shown as ``path: why`` like every OS error."""
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -12,6 +12,7 @@ Nothing here imports torch, so the command line stays fast.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -147,11 +148,16 @@ def run_inputs(config: Config) -> list[tuple[str, str | None]]:
     return found
 
 
+def _refused(path: Path, why: str) -> OutputError:
+    return OutputError(errno.EEXIST, why, str(path))
+
+
 def check_output(
     path: str | Path, inputs: Inputs = (), *, folder: bool = False, whole: bool = False,
     inside_inputs: bool = False, writer: str | None = None, run_folder: bool = False,
 ) -> None:
-    """An OSError or :class:`OutputError` naming ``path`` when the command may not write it.
+    """An OSError (:class:`OutputError` for the rules here) naming ``path`` when the command may
+    not write it.
 
     ``inputs``: the command's inputs. ``folder``: the output is a folder. ``whole``: a folder
     written or replaced as a whole, which may not hold an input or a run (for a run directory:
@@ -166,20 +172,20 @@ def check_output(
     existing = list(_existing(inputs))
     for role, given, real in existing:
         if real == target:
-            raise OutputError(f"{path}: this command reads it ({role}); write the output elsewhere")
+            raise _refused(path, f"this command reads it ({role}); write the output elsewhere")
         if not inside_inputs and given.is_dir() and target.is_relative_to(real):
-            raise OutputError(f"{path}: lies inside {given}, which this command reads ({role}); write the output elsewhere")
+            raise _refused(path, f"lies inside {given}, which this command reads ({role}); write the output elsewhere")
         if whole and not run_folder and real.is_relative_to(target):
-            raise OutputError(f"{path}: holds {given}, which this command reads ({role}); write the output elsewhere")
+            raise _refused(path, f"holds {given}, which this command reads ({role}); write the output elsewhere")
         if whole and run_folder and (owner := run_owner(real)) is not None and owner[0] == target:
-            raise OutputError(f"{path}: replacing its run would delete {given} ({role}), which this run reads; copy it elsewhere first")
+            raise _refused(path, f"replacing its run would delete {given} ({role}), which this run reads; copy it elsewhere first")
     if not run_folder and target.is_dir() and is_run_folder(target):
-        raise OutputError(f"{path}: is the folder of a drsl run, which holds only what its run writes; choose another folder")
+        raise _refused(path, "is the folder of a drsl run, which holds only what its run writes; choose another folder")
     owner = run_owner(target)
     if owner is not None and (run_folder or owner[1].writer != writer):
-        raise OutputError(
-            f"{path}: belongs to the drsl run in {owner[0]} ({owner[1].what}, written by drsl {owner[1].writer}); "
+        raise _refused(
+            path, f"belongs to the drsl run in {owner[0]} ({owner[1].what}, written by drsl {owner[1].writer}); "
             "choose another path"
         )
     if whole and not run_folder and target.is_dir() and (run := _holds_run(target)) is not None:
-        raise OutputError(f"{path}: holds the drsl run {run}, which this command would replace; choose another folder")
+        raise _refused(path, f"holds the drsl run {run}, which this command would replace; choose another folder")
