@@ -27,9 +27,9 @@ from drsl.engine.checkpoint import load_checkpoint
 from drsl.engine.distributed import DistInfo, barrier, init_distributed
 from drsl.engine.logging import RunLogger
 from drsl.engine.run_dir import RunDirectory, plan_run
-from drsl.engine.outputs import check_output, run_inputs
 from drsl.engine.sampling import SeededView
 from drsl.engine.trackers import build_trackers, check_trackers
+from drsl.engine.outputs import check_output, run_inputs
 from drsl.engine.seeding import seed_everything
 from drsl.engine.trainer import Trainer
 from drsl.evaluation.evaluate import config_prob_fn, evaluate, flat_scalars

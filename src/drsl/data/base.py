@@ -24,10 +24,10 @@ from torch.utils.data import Dataset
 from drsl.config import ConfigError
 from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 from drsl.data.errors import DataError, LabelValueError
+from drsl.fileio import not_a_file, walk_files
 from drsl.data.io import IMAGE_SUFFIXES, image_size, read_image, read_label
 from drsl.data.labels import IGNORE_INDEX, apply_lookup, lookup_table
 from drsl.data.transforms import PairTransform, resize_pair
-from drsl.fileio import not_a_file, walk_files
 
 logger = logging.getLogger(__name__)
 

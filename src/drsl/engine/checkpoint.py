@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from drsl.errors import CheckpointError
-from drsl.fileio import atomic_write_bytes, not_a_file
+from drsl.fileio import atomic_write_bytes
+from drsl.fileio import not_a_file
 
 LATEST = "latest.pt"
 _ITER_NAME = re.compile(r"^iter_(\d+)\.pt$")

@@ -30,12 +30,13 @@ from typing import Any
 
 import yaml
 
+from drsl.engine.outputs import RECORD, run_outputs
+from drsl.fileio import not_a_file
 from drsl.config import Config, apply_overrides, config_diff, config_from_dict, config_to_dict, dump_config
 from drsl.engine.checkpoint import LATEST
-from drsl.engine.outputs import RECORD, run_outputs
 from drsl.errors import RunDirError
 from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
-from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, not_a_file, remove_temporary_files
+from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, remove_temporary_files
 
 log = logging.getLogger("drsl")
 _PACKAGES = (
@@ -243,15 +244,6 @@ def _refuse_occupied(found: Occupant, overwrite: bool) -> str:
     return "overwrite"
 
 
-def _refuse_changes(found: Occupant, changes: dict[str, tuple[Any, Any]], allowed: bool) -> None:
-    """RunDirError when continuing the run in ``found`` would change its recorded config unasked."""
-    if changes and not allowed:
-        raise RunDirError(
-            f"resuming {found.path} would change its recorded config ({describe_changes(changes)}); a resumed "
-            "run keeps its config: drop the change, or pass --change-config to continue with it (recorded in run.json)"
-        )
-
-
 def plan_run(
     config: Config, resume: bool | str | Path | None = None, overwrite: bool = False,
     allow_config_change: bool = False,
@@ -276,11 +268,9 @@ def plan_run(
         if found.checkpoint is None and not found.is_run:
             why = "the folder does not exist" if not found.path.exists() else f"no checkpoints/{LATEST}"
             raise RunDirError(f"nothing to resume in {found.path} ({why}): start it without --resume")
-        if found.checkpoint is None:  # killed before its first checkpoint: nothing is lost by starting again
-            changes = changes_from_recorded(found.config, config)
-            _refuse_changes(found, changes, allow_config_change)
+        if found.checkpoint is None:  # killed before its first checkpoint: starting again loses nothing
             log.warning("%s stopped before its first checkpoint: starting it again from iteration 0", found.path)
-            return RunPlan(config, "restart", changes=changes)
+            return RunPlan(config, "restart", changes=changes_from_recorded(found.config, config))
         checkpoint = found.checkpoint
     elif resume:
         checkpoint = Path(resume)
@@ -291,7 +281,11 @@ def plan_run(
     else:
         return RunPlan(config, _refuse_occupied(found, overwrite))
     changes = changes_from_recorded(found.config, config)
-    _refuse_changes(found, changes, allow_config_change)
+    if changes and not allow_config_change:
+        raise RunDirError(
+            f"resuming {found.path} would change its recorded config ({describe_changes(changes)}); a resumed "
+            "run keeps its config: drop the change, or pass --change-config to continue with it (recorded in run.json)"
+        )
     finished = found.state == "finished" and not changes and (found.path / "eval.json").is_file()
     return RunPlan(config, "resume", checkpoint, changes, finished)
 
@@ -312,6 +306,8 @@ class RunDirectory:
         self.path = Path(plan.config.work_dir)
         self.lock = RunLock(self.path)
         self.record: dict[str, Any] = {}
+        #: What replacing another run removed and kept (overwrite, restart), for the record.
+        self.cleared: dict[str, list[str]] = {}
 
     def _entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -322,6 +318,7 @@ class RunDirectory:
             entry["checkpoint"] = str(self.plan.checkpoint)
         if self.plan.changes:
             entry["changes"] = {k: {"old": old, "new": new} for k, (old, new) in self.plan.changes.items()}
+        entry.update(self.cleared)
         return entry
 
     def _relative(self, paths: list[Path]) -> list[str]:
@@ -329,8 +326,9 @@ class RunDirectory:
 
     def _clear(self) -> dict[str, list[str]]:
         """Delete what the run being replaced wrote (:func:`drsl.engine.outputs.run_outputs`), but
-        the lock, and say so; files drsl did not write stay. Returns what was removed and kept."""
-        removed = [path for path in run_outputs(self.path) if path.name != LOCK_NAME]
+        the lock and the record (rewritten next), and say so; files drsl did not write stay.
+        Returns what was removed and kept."""
+        removed = [path for path in run_outputs(self.path) if path.parent != self.path or path.name not in (LOCK_NAME, RECORD)]
         for path in removed:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -339,7 +337,7 @@ class RunDirectory:
         for folder in {path.parent for path in removed} - {self.path}:
             if not any(folder.iterdir()):
                 folder.rmdir()
-        kept = sorted(entry.name for entry in self.path.iterdir() if entry.name != LOCK_NAME)
+        kept = sorted(entry.name for entry in self.path.iterdir() if entry.name not in (LOCK_NAME, RECORD))
         names = self._relative(removed)
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
         log.warning("%s: deleted what its previous run wrote (%s)%s", self.path, shown or "nothing",
@@ -354,20 +352,18 @@ class RunDirectory:
             found = inspect_run_dir(self.path)
             if self.plan.action == "start" and found.entries:  # another process got here first
                 raise RunDirError(f"work_dir {self.path} was taken by another run meanwhile: choose another work_dir")
-            entry = self._entry()
-            previous = found.record
             if self.plan.action in ("overwrite", "restart"):
-                entry.update(self._clear())
+                self.cleared = self._clear()
                 found = inspect_run_dir(self.path)
             remove_temporary_files(self.path)
             config = self.plan.config
-            if self.plan.action in ("resume", "restart") and previous is not None:
-                self.record = previous
+            if self.plan.action in ("resume", "restart") and found.record is not None:
+                self.record = found.record
                 self.record.setdefault("history", [])
             else:
                 self.record = {"format": 1, "started": _now(), "history": []}
             self.record.update(name=config.name, config_hash=config_hash(config), state="running")
-            self.record["history"].append(entry)
+            self.record["history"].append(self._entry())
             self._write_record()
             if found.config is None or self.plan.changes:
                 atomic_write_text(self.path / "config.yaml", dump_config(config))

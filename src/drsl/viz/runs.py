@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from drsl.config import ConfigError
-from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 from drsl.engine.outputs import RECORD, is_run_folder
 from drsl.errors import RunDirError
+from drsl.config import ConfigError
+from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 
 METHOD_NAMES = {"source_only": "source-only", "cbst": "CBST", "drsl": "DRSL"}
 
