@@ -66,7 +66,7 @@ class FolderDataset(SegmentationDataset):
     """Images and masks in parallel folder trees; names are relative paths without extension."""
 
     layout_name = "folder"
-    expected_layout = "ROOT/images/**/*.{png,jpg,webp,...} and ROOT/masks/**/*.png"
+    expected_layout = "ROOT/images/**/*.{png,jpg,jpeg} and ROOT/masks/**/*.png"
 
     def __init__(
         self, root: str | Path, class_map: str | Path | None = None, **kwargs: Any

@@ -312,13 +312,12 @@ class RunDirectory:
     def _entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "action": self.plan.action, "time": _now(), "argv": sys.argv, "pid": os.getpid(),
-            "host": socket.gethostname(), "git": git_hash(),
+            "host": socket.gethostname(), "git": git_hash(), **self.cleared,
         }
         if self.plan.checkpoint is not None:
             entry["checkpoint"] = str(self.plan.checkpoint)
         if self.plan.changes:
             entry["changes"] = {k: {"old": old, "new": new} for k, (old, new) in self.plan.changes.items()}
-        entry.update(self.cleared)
         return entry
 
     def _relative(self, paths: list[Path]) -> list[str]:

@@ -11,8 +11,6 @@ from typing import Any
 
 import yaml
 
-from drsl.engine.outputs import RECORD, is_run_folder
-from drsl.errors import RunDirError
 from drsl.config import ConfigError
 from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 
@@ -168,6 +166,9 @@ def read_classes(run_dir: Path, config: dict[str, Any], notes: list[str]) -> Cla
 
 def check_run_folder(path: str | Path) -> None:
     """FileNotFoundError when ``path`` is not a folder, RunDirError when it holds no drsl run."""
+    from drsl.engine.outputs import RECORD, is_run_folder
+    from drsl.errors import RunDirError
+
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist (or is not a folder)")
