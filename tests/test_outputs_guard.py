@@ -326,7 +326,6 @@ def test_a_folder_named_like_a_checkpoint_is_no_checkpoint(
         ([*tiny_train(root, tmp_path / "w"), "--resume-from", str(folder)], "is a folder, not a checkpoint file"),
         (tiny_train(root, tmp_path / "w", f"init_checkpoint={folder}"), "is a folder, not a checkpoint file"),
         (tiny_train(root, tmp_path / "w", f"model.pretrained={folder}"), "is a folder, not a weights file"),
-        (["train", str(folder)], "is a folder, not a config file"),
     ]:
         code, err = run_cli(argv, capsys)
         assert one_line_error(code, err) and words in err, (argv, err)

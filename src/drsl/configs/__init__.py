@@ -19,11 +19,6 @@ def available_configs() -> list[str]:
 def resolve_config_path(name: str) -> Path:
     """A YAML path as given, or the packaged config of that name (with or without .yaml)."""
     path = Path(name)
-    if path.is_dir() or (path.is_symlink() and not path.exists()):  # a folder, or a dangling link, is no config
-        from drsl.config import ConfigError
-        from drsl.fileio import not_a_file
-
-        raise ConfigError(f"config {name} {not_a_file(path, 'config file')}")
     if path.is_file():
         return path
     packaged = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
