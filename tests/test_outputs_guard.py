@@ -100,7 +100,8 @@ def test_mistaken_commands_change_no_file_of_a_finished_run(
         ["data", "synth", str(run / "checkpoints"), "--overwrite", "--num-source", "1"],
         ["data", "synth", str(root), "--overwrite", "--num-source", "1"],
         tiny_train(root, run / "pseudo_labels" / "round_5"),
-        tiny_train(root, root / "src" / "run"),
+        tiny_train(root, root / "src"),
+        tiny_train(root, root / "src" / "images" / "00001.png"),
         tiny_train(root, other, "--overwrite", f"init_checkpoint={other_ckpt}"),
         tiny_train(root, other),
     ]

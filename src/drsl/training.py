@@ -196,7 +196,7 @@ def run_training(
     dist = init_distributed(device)
     bind_class_set(config)  # before the config is compared with the run directory's
     inputs = [*run_inputs(config), ("the checkpoint to resume from", resume if isinstance(resume, (str, Path)) else None)]
-    check_output(config.work_dir, inputs, folder=True, whole=overwrite, run_folder=True)
+    check_output(config.work_dir, inputs, folder=True, whole=overwrite, inside_inputs=True, run_folder=True)
     plan = plan_run(config, resume, overwrite, allow_config_change)
     barrier()  # every process reads the directory before the main one writes to it
     if plan.finished:
