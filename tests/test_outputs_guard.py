@@ -49,7 +49,11 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 def one_line_error(code: int, err: str) -> bool:
-    return code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    """Exit status 2 and one error line, the last one, without a traceback (``drsl train`` may
+    first print the line that names its run)."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if ": error: " in line]
+    return code == 2 and len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in err
 
 
 def tiny_train(root: Path, work: Path, *extra: str) -> list[str]:
