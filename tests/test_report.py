@@ -43,8 +43,9 @@ def test_report_handles_missing_pieces(runs: dict[str, Path], tmp_path: Path) ->
     (partial / "eval.json").unlink()
     shutil.rmtree(partial / "checkpoints")
     (partial / "pseudo_labels" / "round_1" / "manifest.json").unlink()
-    bare = tmp_path / "bare"
+    bare = tmp_path / "bare"  # a run killed as it started: its record only
     bare.mkdir()
+    (bare / "run.json").write_text('{"format": 1, "history": [], "state": "running"}')
     out = write_report([runs["source_only"], partial, bare], tmp_path / "report.html", samples=1, device="cpu")
     html = out.read_text()
     assert_self_contained(html)

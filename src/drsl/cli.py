@@ -200,11 +200,16 @@ def _command_data(args: argparse.Namespace) -> int:
     from drsl.config import DatasetConfig
     from drsl.data.checks import check_dataset, convert_dataset
     from drsl.data.classes import load_class_set
+    from drsl.engine.outputs import check_output
     from drsl.fileio import atomic_write_json, require_free_folder
 
     classes = load_class_set(args.classes)
     cfg = DatasetConfig(layout=args.layout, root=args.root, split=args.split, mapping=args.mapping, class_map=args.class_map)
+    inputs = [("the dataset root", args.root), ("--classes", args.classes), ("--class-map", args.class_map)]
+    if args.json:
+        check_output(args.json, [*inputs, ("--convert", args.convert)], inside_inputs=True)
     if args.convert:
+        check_output(args.convert, inputs, folder=True, whole=True)
         require_free_folder(args.convert, args.overwrite)
     report = check_dataset(cfg, classes)
     print(report.to_text())
@@ -218,6 +223,7 @@ def _command_data(args: argparse.Namespace) -> int:
 
 def _command_train(args: argparse.Namespace) -> int:
     from drsl.config import load_config
+    from drsl.config_scope import check_keys_take_effect
     from drsl.configs import resolve_config_path
 
     overrides = list(args.overrides)
@@ -226,6 +232,7 @@ def _command_train(args: argparse.Namespace) -> int:
     if args.amp:
         overrides.append(f"train.amp={args.amp}")
     config = load_config(resolve_config_path(args.config), overrides)
+    check_keys_take_effect(config, overrides)
     resume = args.resume_from or args.resume or None
     if args.change_config and not resume:
         raise ConfigError("--change-config applies to a resumed run: add --resume")
@@ -248,10 +255,11 @@ def _inference_overrides(args: argparse.Namespace) -> list[str]:
 
 def _command_evaluate(args: argparse.Namespace) -> int:
     from drsl.api import evaluate_checkpoint
-    from drsl.fileio import atomic_write_json, check_writable
+    from drsl.engine.outputs import check_output
+    from drsl.fileio import atomic_write_json
 
     if args.out:
-        check_writable(args.out)
+        check_output(args.out, [("the checkpoint", args.checkpoint), ("--config", args.config)])
     summary = evaluate_checkpoint(args.checkpoint, args.config, _inference_overrides(args), args.device, args.head)
     from drsl.evaluation.metrics import format_table
 
@@ -264,9 +272,9 @@ def _command_evaluate(args: argparse.Namespace) -> int:
 
 def _command_pseudo_label(args: argparse.Namespace) -> int:
     from drsl.api import pseudo_label_checkpoint
-    from drsl.fileio import check_writable
+    from drsl.engine.outputs import check_output
 
-    check_writable(args.out, folder=True)
+    check_output(args.out, [("the checkpoint", args.checkpoint), ("--config", args.config)], folder=True)
     overrides = list(args.overrides)
     if args.flip:
         overrides.append("adapt.pseudo_label.flip=true")
@@ -296,6 +304,9 @@ def _command_bench(args: argparse.Namespace) -> int:
     shared = Path(args.source_checkpoint) if args.source_checkpoint else None
     if shared is not None and not shared.is_file():
         raise FileNotFoundError(f"--source-checkpoint {shared} is not a file")
+    from drsl.engine.outputs import check_output
+
+    check_output(args.out, [("--data", args.data), ("--source-checkpoint", shared)], folder=True)
     plan = Plan(Path(args.out), Path(args.data), seeds, variants, args.overrides, shared, args.shift, args.network,
                 args.source_per_seed)
     run_comparison(plan, "drsl " + " ".join(sys.argv[1:]))
@@ -321,7 +332,9 @@ def _command_config(args: argparse.Namespace) -> int:
 
 def _command_demo(args: argparse.Namespace) -> int:
     from drsl.demo import run_demo
+    from drsl.engine.outputs import check_output
 
+    check_output(args.out, folder=True)
     run_demo(Path(args.out), args.seed, args.overwrite)
     return 0
 

@@ -42,6 +42,11 @@ class RunDirError(ValueError):
     process, nothing to resume...); the message says what to do instead."""
 
 
+class OutputError(OSError):
+    """An output that would overwrite one of the command's inputs or a file a run owns: raised as
+    ``OutputError(errno.EEXIST, why, path)``, shown as ``path: why`` like every OS error."""
+
+
 def describe_os_error(exc: OSError) -> str:
     """``PATH: reason`` for an OS error (read-only or occupied path, disk full, ...)."""
     reason = exc.strerror or str(exc)

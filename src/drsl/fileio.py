@@ -100,6 +100,54 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
         raise PermissionError(errno.EACCES, "cannot write here (permission denied or read-only)", str(existing))
 
 
+def not_a_file(path: str | Path, noun: str = "file", missing: str = "does not exist") -> str | None:
+    """Why ``path`` cannot be read as a file, in words (``noun`` names what was expected, e.g.
+    "checkpoint file"; ``missing`` is said of a path that does not exist); None when it is a
+    regular file or a symbolic link to one."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "is a symbolic link loop"
+            return f"is a dangling symbolic link (to {os.readlink(path)}, which does not exist)"
+    if path.is_dir():
+        return f"is a folder, not a {noun}"
+    if path.exists():
+        return f"is not a regular file (a device, socket or pipe), not a {noun}"
+    return missing
+
+
+def walk_files(root: str | Path) -> Iterator[Path]:
+    """Every entry under ``root`` that is not a folder, in sorted order: regular files, and also
+    what cannot be read as one (dangling symbolic links, link loops, devices), so that callers can
+    name them. Symbolic links to folders outside ``root`` are followed, once each; a link to a
+    folder inside ``root`` (walked as itself) or to one that holds it (a loop) is not. A folder
+    that cannot be listed is an OSError naming it."""
+    top = Path(root).resolve()
+    followed: set[Path] = set()
+
+    def walk(folder: Path, real: Path) -> Iterator[Path]:
+        with os.scandir(folder) as scan:  # an unreadable folder is an OSError naming it
+            names = sorted(entry.name for entry in scan)
+        for name in names:
+            path = folder / name
+            if not path.is_dir():
+                yield path
+                continue
+            target = path.resolve()
+            if path.is_symlink():
+                if target.is_relative_to(top) or real.is_relative_to(target) or target in followed:
+                    continue
+                followed.add(target)
+            yield from walk(path, target)
+
+    yield from walk(Path(root), top)
+
+
 def require_free_folder(path: str | Path, overwrite: bool = False) -> None:
     """FileExistsError naming ``path`` when it exists and is anything but an empty folder, unless
     ``overwrite``; an OSError when it cannot be written (generators and converters call this

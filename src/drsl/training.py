@@ -31,6 +31,7 @@ from drsl.engine.logging import RunLogger, echo, text_only
 from drsl.engine.run_dir import RunDirectory, plan_run
 from drsl.engine.sampling import SeededView
 from drsl.engine.trackers import build_trackers, check_trackers
+from drsl.engine.outputs import check_output, run_inputs
 from drsl.engine.seeding import seed_everything
 from drsl.engine.trainer import Trainer
 from drsl.evaluation.evaluate import config_prob_fn, evaluate, flat_scalars
@@ -201,6 +202,8 @@ def run_training(
     """
     dist = init_distributed(device, config.dist)
     bind_class_set(config)  # before the config is compared with the run directory's
+    inputs = [*run_inputs(config), ("the checkpoint to resume from", resume if isinstance(resume, (str, Path)) else None)]
+    check_output(config.work_dir, inputs, folder=True, whole=overwrite, inside_inputs=True, run_folder=True)
     plan = plan_run(config, resume, overwrite, allow_config_change)
     barrier()  # every process reads the directory before the main one writes to it
     if plan.finished:

@@ -32,10 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the size of the result (and, for ONNX, its agreement with PyTorch)."""
-    from drsl.fileio import check_writable
+    from drsl.engine.outputs import check_output
 
     source, out = Path(args.checkpoint), Path(args.out)
-    check_writable(out)
+    check_output(out, [("the checkpoint", source)])
     if out.suffix.lower() == ".onnx":
         return _run_onnx(source, out)
     from drsl.api import export_checkpoint

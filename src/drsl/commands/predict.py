@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,11 @@ from PIL import Image
 from drsl.data.errors import DataError
 from drsl.commands import options
 from drsl.commands.help import add_device
-from drsl.data.io import image_size, read_image
+from drsl.data.io import IMAGE_SUFFIXES, image_size, read_image
+from drsl.data.video import is_video
 from drsl.engine.logging import progress
-from drsl.fileio import atomic_write_bytes, atomic_write_png, check_writable
+from drsl.engine.outputs import check_output
+from drsl.fileio import atomic_write_bytes, atomic_write_png, not_a_file, walk_files
 from drsl.viz.overlay import colorize_modes, confidence_to_uint8, label_overlay
 from drsl.viz.grid import Tile, labelled_grid
 
@@ -28,14 +31,15 @@ if TYPE_CHECKING:
     from drsl.api import SegmentationModel
     from drsl.data.classes import ClassSet
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: The folders under --out that predictions are written to.
+OUTPUT_KINDS = ("labels", "color", "overlay", "confidence", "modes", "modes_raw", "panel")
 #: Tile height range of --panels images: small inputs are enlarged, large ones reduced.
 PANEL_HEIGHT = (192, 360)
 
 
 @dataclass(frozen=True)
 class InputImage:
-    """An image to segment and its output name (relative POSIX path, no suffix)."""
+    """An image (or video) to segment and its output name (relative POSIX path, no suffix)."""
 
     path: Path
     name: str
@@ -58,41 +62,68 @@ def output_path(out_dir: Path, kind: str, name: str, suffix: str) -> Path:
     return path
 
 
-def discover(inputs: Sequence[str], out_dir: Path) -> tuple[list[InputImage], list[str]]:
-    """Images of files and folders (recursive, png/jpg/jpeg; ``out_dir`` excluded) and problems.
+@dataclass
+class Discovered:
+    """What the inputs of ``drsl predict`` hold."""
 
-    A file is named by its stem, a folder's images by their path relative to the folder.
-    """
-    found: list[InputImage] = []
-    problems: list[str] = []
-    owner: dict[str, Path] = {}
+    images: list[InputImage] = field(default_factory=list)
+    videos: list[InputImage] = field(default_factory=list)
+    #: Inputs that cannot be segmented, with the reason (the exit status is then 1).
+    problems: list[str] = field(default_factory=list)
+    #: Files in input folders that are neither images nor videos (by their suffix).
+    ignored: list[Path] = field(default_factory=list)
+
+
+def _folder_candidates(root: Path, out_dir: Path, found: Discovered) -> list[tuple[Path, str]]:
+    """The images and videos under ``root`` (symbolic links followed, ``out_dir`` left out) with
+    their names; other files go to ``found.ignored``."""
     skip = out_dir.resolve()
+    candidates = []
+    for path in walk_files(root):
+        if Path(os.path.realpath(path)).is_relative_to(skip):
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES or is_video(path):
+            candidates.append((path, path.relative_to(root).with_suffix("").as_posix()))
+        else:
+            found.ignored.append(path)
+    if not candidates:
+        found.problems.append(f"{root}: folder holds no images or videos")
+    return candidates
+
+
+def discover(inputs: Sequence[str], out_dir: Path) -> Discovered:
+    """Images and videos of files and folders (folders searched recursively for every image format
+    PIL reads and the video suffixes, ``out_dir`` left out), problems and ignored files.
+
+    A file is named by its stem, a folder's files by their path relative to the folder; two
+    inputs with one name (whose outputs would overwrite each other) are a problem.
+    """
+    found = Discovered()
+    owner: dict[str, Path] = {}
     for text in inputs:
         root = Path(text)
         if root.is_dir():
-            files = sorted(
-                p for p in root.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.resolve().is_relative_to(skip)
-            )
-            if not files:
-                problems.append(f"{root}: folder holds no .png/.jpg/.jpeg images")
-            candidates = [(p, p.relative_to(root).with_suffix("").as_posix()) for p in files]
-        elif root.is_file():
+            candidates = _folder_candidates(root, out_dir, found)
+        elif (reason := not_a_file(root)) is None:
             candidates = [(root, root.stem)]
         else:
-            problems.append(f"{root}: no such file or folder")
+            found.problems.append(f"{root}: {reason}")
             continue
         for path, name in candidates:
+            if (reason := not_a_file(path)) is not None:
+                found.problems.append(f"{path}: {reason}")
+                continue
             if name in owner:
-                problems.append(f"{path}: output name {name!r} already taken by {owner[name]}")
+                found.problems.append(f"{path}: output name {name!r} already taken by {owner[name]}")
                 continue
             try:
-                found.append(InputImage(path, check_name(name)))
+                item = InputImage(path, check_name(name))
             except ValueError as exc:
-                problems.append(f"{path}: {exc}")
+                found.problems.append(f"{path}: {exc}")
                 continue
+            (found.videos if is_video(path) else found.images).append(item)
             owner[name] = path
-    return found, problems
+    return found
 
 
 def size_batches(images: list[InputImage], batch_size: int) -> tuple[list[list[InputImage]], list[str]]:
@@ -181,10 +212,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(max probability x 255) and, for DRSL checkpoints, modes/NAME.png (one colour per mode) and "
         "modes_raw/NAME.png (uint8 mode ids, 255 = unlabelled). A video file NAME.mp4 (or .avi, .mov, "
         ".mkv, .webm, .m4v) gives overlay/NAME.mp4 and, with --frame-labels, labels/NAME/000000.png "
-        "per frame. Unreadable inputs are skipped and counted; the exit status is 1 if any failed.",
+        "per frame. Folders are searched recursively (symbolic links followed) for every image format PIL "
+        "reads and for videos; other files there are listed as ignored. Unreadable inputs (and broken links, "
+        "two inputs with one output name) are skipped and named; the exit status is 1 if any failed.",
     )
     parser.add_argument("checkpoint", help="a drsl checkpoint (training checkpoint or export)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders of images (searched recursively) or video files")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders of images and videos (searched recursively) or video files")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", help="config to use instead of the one stored in the checkpoint")
     add_device(parser)
@@ -235,13 +268,16 @@ def run(args: argparse.Namespace) -> int:
     from drsl.api import load_model
 
     from drsl.commands.predict_video import predict_video
-    from drsl.data.video import is_video
 
     out_dir = Path(args.out)
-    check_writable(out_dir, folder=True)
-    videos = [Path(text) for text in args.inputs if is_video(text) and Path(text).is_file()]
-    images, problems = discover([text for text in args.inputs if Path(text) not in videos], out_dir)
-    batches, unreadable = size_batches(images, args.batch_size)
+    inputs = [("the checkpoint", args.checkpoint), ("--config", args.config)]
+    inputs += [("an input", text) for text in args.inputs]
+    check_output(out_dir, inputs, folder=True, inside_inputs=True)
+    for kind in OUTPUT_KINDS:
+        check_output(out_dir / kind, inputs, folder=True, whole=True, inside_inputs=True)
+    found = discover(args.inputs, out_dir)
+    problems = found.problems
+    batches, unreadable = size_batches(found.images, args.batch_size)
     problems += unreadable
     model = load_model(args.checkpoint, args.config, inference_overrides(args), args.device)
     num_modes = model.module.regularizer.num_modes if model.has_modes else None
@@ -259,13 +295,18 @@ def run(args: argparse.Namespace) -> int:
                 problems.append(f"{result.item.path}: cannot write its outputs ({exc})")
                 continue
             done += 1
-    for video in videos:
+    for video in found.videos:
         try:
-            frames = predict_video(model, video, out_dir, args.batch_size, args.alpha, args.frame_labels)
+            frames = predict_video(model, video.path, video.name, out_dir, args.batch_size, args.alpha, args.frame_labels)
         except (DataError, OSError) as exc:
             problems.append(str(exc))
             continue
-        print(f"wrote {frames} frame(s) of {video} to {out_dir / 'overlay' / (video.stem + '.mp4')}")
+        print(f"wrote {frames} frame(s) of {video.path} to {out_dir / 'overlay' / (video.name + '.mp4')}")
+    if found.ignored:
+        shown = ", ".join(str(path) for path in found.ignored[:5])
+        more = f" and {len(found.ignored) - 5} more" if len(found.ignored) > 5 else ""
+        print(f"drsl predict: ignored {len(found.ignored)} file(s) in input folders that are not images or "
+              f"videos by their suffix: {shown}{more}", file=sys.stderr)
     for message in problems:
         print(f"drsl predict: skipped {message}", file=sys.stderr)
     failed = f"; {len(problems)} input(s) failed" if problems else ""

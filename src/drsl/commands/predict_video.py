@@ -27,10 +27,10 @@ def segment_frames(model: SegmentationModel, frames: list[np.ndarray]) -> np.nda
 
 
 def predict_video(
-    model: SegmentationModel, path: Path, out_dir: Path, batch_size: int, alpha: float, frame_labels: bool
+    model: SegmentationModel, path: Path, name: str, out_dir: Path, batch_size: int, alpha: float, frame_labels: bool
 ) -> int:
-    """Segment every frame of ``path``; returns the number of frames written."""
-    name = path.stem
+    """Segment every frame of ``path`` into the outputs called ``name``; returns the number of
+    frames written."""
     with VideoReader(path) as reader, VideoWriter(out_dir / "overlay" / f"{name}.mp4", reader.fps) as writer:
         bar = progress(total=reader.frame_count, desc=f"predict {path.name}", unit="frame")
         with bar:

@@ -22,12 +22,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report; a missing run directory is a FileNotFoundError naming it."""
-    from drsl.fileio import check_writable
-    from drsl.viz.report import write_report
+    """Write the report; a missing run directory, or a folder that holds no run, is an error naming it."""
+    from drsl.engine.outputs import check_output
+    from drsl.viz.report import default_report_path, write_report
+    from drsl.viz.runs import check_run_folder
 
-    if args.out:
-        check_writable(args.out)
-    out = write_report(args.run_dirs, args.out, samples=args.samples, device=args.device)
+    for run_dir in args.run_dirs:
+        check_run_folder(run_dir)
+    out = args.out or default_report_path(args.run_dirs)
+    check_output(out, [("the run directory", run_dir) for run_dir in args.run_dirs], inside_inputs=True, writer="report")
+    out = write_report(args.run_dirs, out, samples=args.samples, device=args.device)
     print(f"wrote the report of {len(args.run_dirs)} run(s) to {out}")
     return 0

@@ -24,14 +24,14 @@ from torch.utils.data import Dataset
 from drsl.config import ConfigError
 from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 from drsl.data.errors import DataError, LabelValueError
-from drsl.data.io import image_size, read_image, read_label
+from drsl.fileio import not_a_file, walk_files
+from drsl.data.io import IMAGE_SUFFIXES, image_size, read_image, read_label
 from drsl.data.labels import IGNORE_INDEX, apply_lookup, lookup_table
 from drsl.data.transforms import PairTransform, resize_pair
 
 logger = logging.getLogger(__name__)
 
 OnError = Literal["skip", "fail"]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class Problem:
-    """Why a sample was dropped: ``kind`` is missing, unreadable or size_mismatch."""
+    """Why a sample was dropped: ``kind`` is missing, not_a_file (a dangling symbolic link, a link
+    loop, a folder named like an image), unreadable or size_mismatch."""
 
     name: str
     kind: str
@@ -116,11 +117,14 @@ def same_name_samples(
     """Images under ``images`` paired with ``labels/NAME.png``.
 
     NAME is the image path relative to ``images`` without its extension (posix separators).
+    ``recursive`` searches sub-folders, following symbolic links (:func:`drsl.fileio.walk_files`).
+    Entries named like images that are not files (dangling links, link loops, and folders where
+    the search is not recursive) are kept, for the screening to name them.
     """
-    files = images.rglob("*") if recursive else images.glob("*")
+    files = walk_files(images) if recursive else images.iterdir()
     samples = []
     for path in files:
-        if path.suffix.lower() in extensions and path.is_file():
+        if path.suffix.lower() in extensions:
             name = path.relative_to(images).with_suffix("").as_posix()
             samples.append(Sample(name, path, labels / f"{name}.png"))
     return samples
@@ -244,20 +248,23 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
     def _list_name(self, line: str) -> str:
         """A list-file line as a sample name: extension and layout suffix dropped."""
         path = PurePosixPath(line.strip().removeprefix("./"))
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             path = path.with_suffix("")
         return str(path).removesuffix(self.name_suffix)
 
     def _screen(self, sample: Sample) -> tuple[Sample | None, Problem | None]:
         """Check one candidate from file headers; return the usable sample and/or its problem."""
         label = sample.label_path
+        if (reason := not_a_file(sample.image_path)) is not None:
+            return None, Problem(sample.name, "not_a_file", str(sample.image_path), reason)
         try:
             size = image_size(sample.image_path)
             if label is None or not label.is_file():
                 if not self.require_labels:
                     return Sample(sample.name, sample.image_path, None), None
                 path = str(label or sample.image_path)
-                message = f"label file not found (image {sample.image_path})"
+                reason = "file not found" if label is None else not_a_file(label, missing="file not found")
+                message = f"label {reason} (image {sample.image_path})"
                 return None, Problem(sample.name, "missing", path, message)
             label_size = image_size(label)
         except DataError as exc:

@@ -28,6 +28,7 @@ from drsl.data.classes import ClassSet, write_class_file
 from drsl.data.errors import DataError, LabelValueError
 from drsl.data.labels import IGNORE_INDEX
 from drsl.data.registry import build_dataset
+from drsl.engine.outputs import check_output
 from drsl.fileio import (
     atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text, require_free_folder, staged_folder,
 )
@@ -232,6 +233,7 @@ def convert_dataset(
     ``out_dir`` is either absent or complete. Broken samples follow ``cfg.on_error``.
     """
     out_dir = Path(out_dir)
+    check_output(out_dir, [("the dataset root", cfg.root)], folder=True, whole=True)
     require_free_folder(out_dir, overwrite)
     dataset = _open(cfg, classes, True, cfg.on_error)
     report = CheckReport(cfg.layout, cfg.root, cfg.split, list(classes.names))

@@ -1,4 +1,4 @@
-"""A generic folder layout: ``ROOT/images/**`` (png/jpg/jpeg) with ``ROOT/masks/**`` PNG masks.
+"""A generic folder layout: ``ROOT/images/**`` (any image format PIL reads) with ``ROOT/masks/**`` PNG masks.
 
 A mask shares its image's relative path, with a ``.png`` extension. Its raw values map to the
 class set's classes through, in this order: a mapping of the class file named by ``mapping``, a
@@ -18,7 +18,6 @@ import yaml
 
 from drsl.config import ConfigError
 from drsl.data.base import (
-    IMAGE_EXTENSIONS,
     LabelCodec,
     Sample,
     SegmentationDataset,
@@ -26,7 +25,7 @@ from drsl.data.base import (
 )
 from drsl.data.classes import IDS_MAPPING, ClassSet
 from drsl.data.errors import DataError
-from drsl.data.io import read_label
+from drsl.data.io import IMAGE_SUFFIXES, read_label
 from drsl.data.labels import IGNORE_INDEX
 
 CLASS_MAP_NAMES = ("class_map.yaml", "class_map.yml", "class_map.json")
@@ -82,7 +81,7 @@ class FolderDataset(SegmentationDataset):
         masks = self.root / "masks"
         if self.require_labels:
             masks = self.subfolder("masks")
-        samples = same_name_samples(images, masks, IMAGE_EXTENSIONS, recursive=True)
+        samples = same_name_samples(images, masks, IMAGE_SUFFIXES, recursive=True)
         seen: dict[str, Path] = {}
         for sample in samples:
             if sample.name in seen:

@@ -8,9 +8,26 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from drsl.data.errors import DataError
+from drsl.fileio import not_a_file
+
+
+def _readable_suffixes() -> tuple[str, ...]:
+    """File name suffixes of the image formats PIL decodes (not the stubs that only identify a
+    format, nor MPEG, of which PIL reads the header alone)."""
+    Image.init()
+    decodes = {
+        name for name, (factory, _) in Image.OPEN.items()
+        if name != "MPEG" and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+    }
+    return tuple(sorted(suffix for suffix, name in Image.registered_extensions().items() if name in decodes))
+
+
+#: Suffixes of the image files drsl reads where it searches folders for images (.png, .jpg,
+#: .webp, .bmp, .tif, ...: every format PIL decodes).
+IMAGE_SUFFIXES = _readable_suffixes()
 
 #: PIL modes that hold one integer channel, and the dtype they are returned as.
 _LABEL_MODES = {
@@ -92,8 +109,8 @@ def read_synthia_label(path: str | Path) -> np.ndarray:
 
     OpenCV returns channels as BGR, so the class id (stored in R) is the last channel.
     """
-    if not Path(path).is_file():
-        raise DataError(path, "file not found")
+    if (reason := not_a_file(path, missing="file not found")) is not None:
+        raise DataError(path, reason)
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise DataError(path, "OpenCV cannot read this file (not an image, corrupt or truncated)")

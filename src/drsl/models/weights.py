@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from drsl.engine.checkpoint import load_failure
 from drsl.errors import WeightsError
+from drsl.fileio import not_a_file
 
 #: Prefixes that public checkpoints put in front of encoder keys.
 _ENCODER_PREFIXES = ("module.", "Scale.", "backbone.", "encoder.", "model.")
@@ -24,8 +25,8 @@ _DROPPED_PREFIXES = ("fc.", "layer5.", "classifier.", "aux_classifier.")
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a tensor dict from .safetensors or a torch file (weights_only), unwrapping 'state_dict'."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    if (reason := not_a_file(path, "weights file")) is not None:
+        raise WeightsError(f"weights file {path} {reason}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

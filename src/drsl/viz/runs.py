@@ -165,11 +165,25 @@ def read_classes(run_dir: Path, config: dict[str, Any], notes: list[str]) -> Cla
         return load_class_set(DEFAULT_CLASS_SET)
 
 
-def load_run(path: str | Path) -> RunData:
-    """Read a run directory; FileNotFoundError if it is not a folder."""
+def check_run_folder(path: str | Path) -> None:
+    """FileNotFoundError when ``path`` is not a folder, RunDirError when it holds no drsl run."""
+    from drsl.engine.outputs import RECORD, is_run_folder
+    from drsl.errors import RunDirError
+
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist (or is not a folder)")
+    if not is_run_folder(run_dir):
+        raise RunDirError(
+            f"{run_dir} holds no drsl run (no {RECORD}, or config.yaml with checkpoints or logs): "
+            "give the work_dir of a drsl train run"
+        )
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run directory (see :func:`check_run_folder` for what is refused)."""
+    run_dir = Path(path)
+    check_run_folder(run_dir)
     notes: list[str] = []
     config = _read(run_dir / "config.yaml", yaml.safe_load, notes, "no config.yaml (name and method unknown)")
     evaluation = _read(

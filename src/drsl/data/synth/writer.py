@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from drsl.engine.logging import progress as progress_bar
+from drsl.engine.outputs import check_output
 from drsl.fileio import atomic_write_json, atomic_write_png, require_free_folder, staged_folder
 
 from .catalogue import CLASS_MODES, CLASSES, LABEL_MAPPING, MODE_KEYS, mode_mixes
@@ -138,6 +139,7 @@ def generate_benchmark(
     domains come from (:data:`.shifts.SHIFTS`). Same seed and shift, same bytes, any ``workers``.
     """
     preset = get_shift(shift)
+    check_output(out, folder=True, whole=True)
     require_free_folder(out, overwrite)
     with staged_folder(out) as staging:
         manifest = _generate(staging, seed, num_source, num_target_train, num_target_val,
