@@ -52,7 +52,7 @@ def load_initial_weights(module: SelfTrainingModule, path: str, num_classes: int
     """Initialise the segmentor (and regulariser, when present in the file) from a checkpoint
     that predicts ``num_classes`` classes (another count is a ConfigError)."""
     checkpoint = load_checkpoint(path)
-    stored = stored_class_count(checkpoint)
+    stored = stored_class_count(checkpoint, path)
     if stored is not None and stored != num_classes:
         raise ConfigError(
             f"init_checkpoint {path} predicts {stored} classes but the class set of this run has {num_classes}"

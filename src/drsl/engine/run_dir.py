@@ -35,6 +35,7 @@ from drsl.engine.checkpoint import LATEST
 from drsl.errors import RunDirError
 from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
 from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, remove_temporary_files
+from drsl.yaml_io import load_yaml
 
 log = logging.getLogger("drsl")
 
@@ -152,7 +153,7 @@ def recorded_config(work_dir: str | Path) -> Config | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"))
         return config_from_dict(data if isinstance(data, dict) else {})
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise RunDirError(f"the recorded config {path} is unusable ({exc})") from None

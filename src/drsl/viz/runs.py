@@ -13,6 +13,7 @@ import yaml
 
 from drsl.config import ConfigError
 from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
+from drsl.yaml_io import load_yaml
 
 METHOD_NAMES = {"source_only": "source-only", "cbst": "CBST", "drsl": "DRSL"}
 
@@ -170,7 +171,7 @@ def load_run(path: str | Path) -> RunData:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist (or is not a folder)")
     notes: list[str] = []
-    config = _read(run_dir / "config.yaml", yaml.safe_load, notes, "no config.yaml (name and method unknown)")
+    config = _read(run_dir / "config.yaml", load_yaml, notes, "no config.yaml (name and method unknown)")
     evaluation = _read(
         run_dir / "eval.json", json.loads, notes, "no eval.json: the run has not finished or was not evaluated"
     )
