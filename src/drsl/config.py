@@ -80,8 +80,10 @@ Probability = Annotated[float, Bounds(0, 1)]
 Portion = Annotated[float, Bounds(0, 1, low_open=True)]
 #: An exponential moving average's momentum: 1 would never move.
 Momentum = Annotated[float, Bounds(0, 1, high_open=True)]
+#: Most pixels a side of an image, crop or resize may have (PIL refuses larger images as bombs).
+MAX_SIDE = 65536
 #: [height, width] in pixels.
-Size = Annotated[list[Count], Bounds(length=2)]
+Size = Annotated[list[Annotated[int, Bounds(1, MAX_SIDE)]], Bounds(length=2)]
 #: A number of classes: class ids stay below 255, the ignore value.
 ClassCount = Annotated[int, Bounds(1, 254)]
 Scales = Annotated[list[Positive], Bounds(min_length=1)]

@@ -25,8 +25,10 @@ from drsl.data.registry import build_dataset
 from drsl.data.transforms import build_train_transform
 from drsl.engine.checkpoint import load_checkpoint
 from drsl.engine.distributed import DistInfo, barrier, init_distributed
+from drsl.engine.resources import TRAINING_COPIES, check_image_memory, check_model_memory, check_training_shapes
 from drsl.engine.logging import RunLogger
-from drsl.engine.run_dir import RunDirectory, plan_run
+from drsl.engine.run_dir import RunDirectory, check_inputs, plan_run
+from drsl.engine.run_inputs import input_record
 from drsl.engine.sampling import SeededView
 from drsl.engine.trackers import build_trackers, check_trackers
 from drsl.engine.seeding import seed_everything
@@ -71,6 +73,7 @@ def build_module(config: Config) -> SelfTrainingModule:
     config is bound to its class set first: see :func:`drsl.data.classes.bind_class_set`)."""
     if config.model.num_classes is None:
         bind_class_set(config)
+    check_model_memory(config.model)
     segmentor = build_model(config.model)
     regularizer: nn.Module | None = None
     if config.adapt.method == "drsl" and config.adapt.drsl.enabled:
@@ -124,10 +127,13 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo) -> Ru
     """
     classes = bind_class_set(config)
     seed_everything(config.seed, config.train.deterministic)
-    per_rank_batch(config, dist)
+    micro_batch = per_rank_batch(config, dist) // config.train.grad_accum
     check_trackers(config)
+    check_model_memory(config.model, TRAINING_COPIES, dist.device)
+    check_image_memory(config, dist.device)
     logger = RunLogger(config.work_dir, enabled=dist.is_main, name=config.name)
     module = build_module(config)
+    check_training_shapes(config, module.student_parts(), micro_batch)
     source = source_view(config, classes)
     val = build_dataset(config.data.val, classes) if config.data.val is not None else None
     target = build_dataset(config.data.target, classes, require_labels=False) if module.uses_target else None
@@ -182,7 +188,7 @@ def finish(ctx: RunContext) -> dict[str, Any]:
 
 def run_training(
     config: Config, resume: bool | str | Path | None = None, device: str = "auto",
-    overwrite: bool = False, allow_config_change: bool = False,
+    overwrite: bool = False, allow_config_change: bool = False, accept_changes: bool = False,
 ) -> dict[str, Any]:
     """Train (and adapt) as the config says; returns the final evaluation summary.
 
@@ -190,7 +196,8 @@ def run_training(
     ``overwrite``); True continues ``work_dir``'s latest checkpoint; a path continues from that
     checkpoint; "auto" continues when the work dir holds a checkpoint of the same config and
     starts otherwise. A resumed run whose config differs from its recorded one needs
-    ``allow_config_change``. See :mod:`drsl.engine.run_dir`.
+    ``allow_config_change``; one whose class set or dataset files changed since it recorded them
+    (:mod:`drsl.engine.run_inputs`) needs ``accept_changes``. See :mod:`drsl.engine.run_dir`.
     """
     dist = init_distributed(device)
     bind_class_set(config)  # before the config is compared with the run directory's
@@ -200,6 +207,8 @@ def run_training(
         log.info("%s finished already (pass a changed schedule with --change-config to extend it)", config.work_dir)
         return read_eval(config.work_dir)
     ctx = build_context(config, plan.checkpoint, dist)
+    datasets = {"data.source": ctx.source.dataset, "data.target": ctx.target, "data.val": ctx.val}
+    plan = check_inputs(plan, input_record(config.data.classes, ctx.classes, datasets), accept_changes)  # type: ignore[arg-type]
     try:
         with RunDirectory(plan, enabled=dist.is_main):
             barrier()

@@ -83,8 +83,8 @@ def check_entries(state: dict[str, Any], path: str | Path) -> None:
         raise CheckpointError(
             f"{path}: entry 'model' must be a state dict (parameter names -> tensors), got {type(model).__name__}"
         )
-    for key, value in model.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+    for key, value in model.items():  # modules may keep non-tensor "_extra_state" entries
+        if not isinstance(key, str) or not (isinstance(value, torch.Tensor) or key.endswith("_extra_state")):
             raise CheckpointError(
                 f"{path}: entry 'model' must map parameter names to tensors, but {shorten(key)} holds "
                 f"{type(value).__name__}"
