@@ -506,12 +506,12 @@ def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
             parent = parent.get(key) if isinstance(parent, dict) else None
         if not isinstance(parent, dict) or last not in parent:
             continue
-        value = parent.pop(last)
-        *path, last = new.split(".")
-        target = data
+        *path, new_last = new.split(".")
+        target: Any = data
         for key in path:
-            target = target.setdefault(key, {})
-        target.setdefault(last, value)
+            target = target.setdefault(key, {}) if isinstance(target, dict) else None
+        if isinstance(target, dict):  # else the merge names the key that is not a mapping
+            target.setdefault(new_last, parent.pop(last))
     return data
 
 
