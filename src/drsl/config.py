@@ -530,7 +530,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300)}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -565,7 +565,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        problem = shorten(" ".join(str(exc).split()), 300)
+        problem = shorten(" ".join(str(exc).split()), 300, quote=False)
         raise ConfigError(f"command-line override {shorten(text)}: the value is not valid YAML ({problem})") from None
     return key.strip().split("."), value
 

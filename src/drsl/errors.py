@@ -20,10 +20,12 @@ _WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.")
 MAX_ECHO = 120
 
 
-def shorten(value: object, limit: int = MAX_ECHO) -> str:
+def shorten(value: object, limit: int = MAX_ECHO, quote: bool = True) -> str:
     """``repr(value)`` for an error message, at most about ``limit`` characters: long strings,
     lists and mappings are abbreviated with ``...`` (a huge value must not become a huge
-    message, nor be printed whole in memory first)."""
+    message, nor be printed whole in memory first). ``quote=False``: text as it is (cut)."""
+    if not quote and isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "..."
     brief = reprlib.Repr()
     brief.maxlevel, brief.maxstring, brief.maxother = 3, limit, limit
     brief.maxlist = brief.maxtuple = brief.maxdict = brief.maxset = 8

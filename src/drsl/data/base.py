@@ -27,6 +27,7 @@ from drsl.data.errors import DataError, LabelValueError
 from drsl.data.io import image_size, read_image, read_label
 from drsl.data.labels import IGNORE_INDEX, apply_lookup, lookup_table
 from drsl.data.transforms import PairTransform, resize_pair
+from drsl.errors import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         }
         by_name = {sample.name: sample for sample in candidates}
         problems = [
-            Problem(name, "missing", str(list_file), f"listed sample {name!r} not found")
+            Problem(name, "missing", str(list_file), f"listed sample {shorten(name)} not found")
             for name in sorted(wanted - by_name.keys())
         ]
         return [by_name[name] for name in sorted(wanted & by_name.keys())], problems

@@ -144,7 +144,7 @@ def _raw_value(value: Any, where: str) -> int:
 def _mapping(classes: ClassSet, name: str, data: Any, where: str) -> RawMapping:
     """Parse one ``mappings`` entry: ``{values: {raw: class}, ignore: [raw], description: str}``."""
     if not isinstance(data, dict) or not isinstance(data.get("values", {}), dict):
-        raise ConfigError(f"{where}: mapping {name!r} must be {{values: {{raw: class}}, ignore: [raw]}}")
+        raise ConfigError(f"{where}: mapping {shorten(name)} must be {{values: {{raw: class}}, ignore: [raw]}}")
     unknown = set(data) - {"values", "ignore", "description"}
     if unknown:
         raise ConfigError(f"{where}: mapping {shorten(name)} has unknown keys {shorten(sorted(map(str, unknown)))} (known: values, ignore, description)")
@@ -161,7 +161,7 @@ def _mapping(classes: ClassSet, name: str, data: Any, where: str) -> RawMapping:
             raise ConfigError(f"{where}: mapping {name}: raw value {raw} is both mapped and ignored")
         values[raw] = IGNORE_INDEX
     if not values:
-        raise ConfigError(f"{where}: mapping {name!r} maps no raw values")
+        raise ConfigError(f"{where}: mapping {shorten(name)} maps no raw values")
     description = data.get("description") or f"raw values of mapping {name!r} in class set {classes.name}"
     if not isinstance(description, str):
         raise ConfigError(f"{where}: mapping {shorten(name)}: description must be text, got {shorten(description)}")
@@ -242,7 +242,7 @@ def _parse_file(path: Path, mtime_ns: int, size: int) -> ClassSet:
     except UnicodeDecodeError:
         raise ConfigError(f"class file {path} is not a UTF-8 text file (a binary file?)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"class file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300)}") from None
+        raise ConfigError(f"class file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
     return parse_class_set(data, str(path))
 
 

@@ -45,7 +45,7 @@ def read_class_map(path: str | Path, classes: ClassSet) -> dict[int, int]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise DataError(path, f"class map cannot be parsed: {shorten(' '.join(str(exc).split()), 300)}") from None
+        raise DataError(path, f"class map cannot be parsed: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
     if not isinstance(data, dict) or not data:
         raise DataError(path, "class map must be a non-empty mapping of raw value -> class id or name")
     mapping: dict[int, int] = {}
