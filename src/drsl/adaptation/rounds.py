@@ -73,7 +73,8 @@ def prepare_round(ctx: RunContext, round_index: int) -> str:
     images = images_digest(ctx.target.samples)  # type: ignore[union-attr]
     if ctx.trainer.iteration > round_index * round_length(ctx):
         same_images = recorded.get("images", images) == images
-        if same_images and recorded.get("round") == round_index and complete_set(folder, recorded["fingerprint"], portion):
+        same_round = recorded.get("round") == round_index
+        if same_images and same_round and complete_set(folder, recorded.get("fingerprint", ""), portion):
             return str(folder)
         log.warning(
             "round %d: the pseudo-labels this run trained on are missing or changed in %s%s; regenerating "
