@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -17,11 +18,10 @@ import torch
 from drsl.adaptation.pseudo_label_pass import pass_fingerprint
 from drsl.cli import main
 from drsl.config import ConfigError, EvalConfig, load_config
-from drsl.data.classes import CLASS_SET_DIR, load_class_set
+from drsl.configs import resolve_config_path
+from drsl.data.classes import CLASS_SET_DIR, bind_class_set, load_class_set
 from drsl.data.digest import SAMPLE_BYTES, file_digest
 from drsl.data.registry import build_dataset
-from drsl.data.classes import bind_class_set
-from drsl.configs import resolve_config_path
 from drsl.yaml_io import MAX_ALIAS_EXPANSION, load_yaml
 from fixtures import random_image, save_image, write_uda_root
 
@@ -86,8 +86,6 @@ def test_file_digest_sees_content_size_and_time(tmp_path: Path) -> None:
     stamp = big.stat().st_mtime_ns
     payload[len(payload) // 2] ^= 0xFF  # same size, same time, a changed middle byte
     big.write_bytes(payload)
-    import os
-
     os.utime(big, ns=(stamp, stamp))
     assert file_digest(big) != first
     small = tmp_path / "small.bin"
