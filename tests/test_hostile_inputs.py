@@ -284,7 +284,8 @@ def alias_bomb(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("text", [alias_bomb(), "a: &a [*a]\n", "a: &a {b: *a}\n", "[" * 3000 + "]" * 3000])
+@pytest.mark.parametrize("text", [alias_bomb(), "a: &a [*a]\n", "a: &a {b: *a}\n", "[" * 1000 + "]" * 1000],
+                         ids=["alias_bomb", "list_in_itself", "mapping_in_itself", "deep_nesting"])
 def test_yaml_structures_beyond_the_limits_are_refused(text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bomb.yaml"
     config.write_text(text)
@@ -314,7 +315,7 @@ def test_an_alias_bomb_in_an_override(capsys: pytest.CaptureFixture[str]) -> Non
     "data.batch_size=[" + ",".join(["1"] * 20_000) + "]",
     "model.backbone=" + "y" * 50_000,
     "n" * 50_000 + "=1",
-])
+], ids=["long_text", "long_list", "long_choice", "long_key"])
 def test_echoed_values_are_cut(override: str, capsys: pytest.CaptureFixture[str]) -> None:
     line = one_line_error(*run_cli(["train", SOURCE_ONLY, override], capsys))
     assert len(line) < 800
