@@ -131,6 +131,7 @@ def test_resume_refuses_a_changed_class_file(killed_run: tuple[Path, list[str]],
     before = snapshot(work)
     line = one_line_error(*run_cli(["train", SOURCE_ONLY, f"work_dir={work}", "--resume"], capsys))
     assert "class set" in line and str(classes) in line and "--accept-changes" in line
+    assert "id 0: 'road' -> 'sidewalk', id 1: 'sidewalk' -> 'road'" in line
     assert snapshot(work) == before  # classes.yaml of the run untouched
     assert main(["train", SOURCE_ONLY, f"work_dir={work}", "--resume", "--accept-changes"]) == 0
     record = json.loads((work / "run.json").read_text())

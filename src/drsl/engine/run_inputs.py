@@ -16,6 +16,7 @@ from typing import Any
 from drsl.data.base import SegmentationDataset
 from drsl.data.classes import ClassSet
 from drsl.data.digest import samples_digest
+from drsl.errors import shorten
 
 
 def class_set_digest(classes: ClassSet) -> str:
@@ -28,7 +29,9 @@ def input_record(
 ) -> dict[str, dict[str, Any]]:
     """The digests of a run's inputs: the class set named by ``class_spec`` and each dataset
     (by its config key, e.g. ``data.target``) with its root and sample count."""
-    record: dict[str, dict[str, Any]] = {"classes": {"spec": class_spec, "digest": class_set_digest(classes)}}
+    record: dict[str, dict[str, Any]] = {
+        "classes": {"spec": class_spec, "digest": class_set_digest(classes), "names": list(classes.names)},
+    }
     for key, dataset in datasets.items():
         if dataset is not None:
             record[key] = {"root": str(dataset.root), "samples": len(dataset.samples),
@@ -48,9 +51,19 @@ def changed_inputs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> l
         if before.get("spec", before.get("root")) != now.get("spec", now.get("root")):
             continue
         if key == "classes":
-            changed.append(f"the class set data.classes={now['spec']} (its names, colours, subsets or mappings)")
+            changed.append(f"the class set data.classes={now['spec']} ({_class_change(before.get('names'), now['names'])})")
         else:
             counts = f"{before.get('samples')} -> {now['samples']} samples" if before.get("samples") != now["samples"] \
                 else f"{now['samples']} samples"
             changed.append(f"the image or label files of {key} ({now['root']}: {counts})")
     return changed
+
+
+def _class_change(before: list[str] | None, now: list[str]) -> str:
+    """What changed in a class set, in words: the renamed or reordered ids, else the rest."""
+    if before is None or before == now:
+        return "its colours, subsets or mappings"
+    if len(before) != len(now):
+        return f"{len(before)} -> {len(now)} classes"
+    moved = [f"id {i}: {shorten(old)} -> {shorten(new)}" for i, (old, new) in enumerate(zip(before, now)) if old != new]
+    return ", ".join(moved[:3]) + (f" (+{len(moved) - 3} more)" if len(moved) > 3 else "")
