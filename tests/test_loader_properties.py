@@ -23,7 +23,8 @@ CONFIG_KEYS = [
 ]
 CLASS_KEYS = ["name", "classes", "subsets", "mappings", "id", "color", "values", "ignore", "description", "ids", "19"]
 
-EXAMPLES = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Bounded for CI (a few seconds); no example database is written into the checkout.
+EXAMPLES = settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 scalars = st.one_of(
