@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--change-config", action="store_true",
                        help="with --resume: continue with the KEY=VALUE overrides changing the recorded config "
                        "(e.g. a longer schedule); the change is logged and recorded in run.json")
+    train.add_argument("--accept-changes", action="store_true",
+                       help="with --resume: continue although the class file or dataset files changed since the run "
+                       "recorded them (recorded in run.json)")
     train.add_argument("--work-dir", help="run directory (overrides work_dir)")
     train.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (overrides train.amp)")
     add_device(train)
@@ -236,6 +239,8 @@ def _command_train(args: argparse.Namespace) -> int:
     resume = args.resume_from or args.resume or None
     if args.change_config and not resume:
         raise ConfigError("--change-config applies to a resumed run: add --resume")
+    if args.accept_changes and not resume:
+        raise ConfigError("--accept-changes applies to a resumed run: add --resume")
     if os.environ.get("RANK", "0") == "0":  # at once: importing torch and the models takes seconds
         length = "resuming" if resume else f"{config.train.iterations} iterations"
         print(f"run {config.name}: {length}, writing to {config.work_dir}", file=sys.stderr, flush=True)
@@ -244,8 +249,10 @@ def _command_train(args: argparse.Namespace) -> int:
 
     if resume:
         config = continued_config(config, overrides)
-    run_training(config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config,
-                 announce=False)
+    run_training(
+        config, resume, args.device, overwrite=args.overwrite, allow_config_change=args.change_config,
+        accept_changes=args.accept_changes, announce=False,
+    )
     return 0
 
 

@@ -21,6 +21,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from drsl.errors import shorten
+from drsl.yaml_io import load_yaml
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the offending key or file in the message."""
@@ -97,8 +100,10 @@ Probability = Annotated[float, Bounds(0, 1)]
 Portion = Annotated[float, Bounds(0, 1, low_open=True)]
 #: An exponential moving average's momentum: 1 would never move.
 Momentum = Annotated[float, Bounds(0, 1, high_open=True)]
+#: Most pixels a side of an image, crop or resize may have (PIL refuses larger images as bombs).
+MAX_SIDE = 65536
 #: [height, width] in pixels.
-Size = Annotated[list[Count], Bounds(length=2)]
+Size = Annotated[list[Annotated[int, Bounds(1, MAX_SIDE)]], Bounds(length=2)]
 #: A number of classes: class ids stay below 255, the ignore value.
 ClassCount = Annotated[int, Bounds(1, 254)]
 Scales = Annotated[list[Positive], Bounds(min_length=1)]
@@ -558,7 +563,7 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
             if isinstance(bounds, Registered):
                 bounds.check(value, key)
             elif not bounds.holds(value):
-                raise ConfigError(f"config key '{key}': {value!r} is out of range (must be {bounds.describe()})")
+                raise ConfigError(f"config key '{key}': {shorten(value)} is out of range (must be {bounds.describe()})")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -572,7 +577,7 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(errors[0])
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
+            raise ConfigError(f"config key '{key}': {shorten(value)} is not one of {list(args)}")
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
@@ -587,12 +592,12 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
         value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if annotation is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
+        raise ConfigError(f"config key '{key}': {shorten(value)} is not a finite number")
     if annotation in (int, float, str, bool):
         if type(value) is not annotation:
             raise ConfigError(
                 f"config key '{key}': expected {annotation.__name__}, got {type(value).__name__} "
-                f"({value!r})"
+                f"({shorten(value)})"
             )
         return value
     raise ConfigError(f"config key '{key}': unsupported type {annotation}")
@@ -605,7 +610,7 @@ def merge_dict(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
     for key, value in updates.items():
         full = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"unknown config key {shorten(full)} (known: {', '.join(sorted(names))})")
         current = getattr(obj, key)
         annotation = hints[key]
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
@@ -650,12 +655,12 @@ def rename_keys(data: dict[str, Any]) -> dict[str, Any]:
         parent, last = _parent(data, old)
         if parent is None or last not in parent:
             continue
-        value = parent.pop(last)
-        *path, last = new.split(".")
-        target = data
+        *path, new_last = new.split(".")
+        target: Any = data
         for key in path:
-            target = target.setdefault(key, {})
-        target.setdefault(last, value)
+            target = target.setdefault(key, {}) if isinstance(target, dict) else None
+        if isinstance(target, dict):  # else the merge names the key that is not a mapping
+            target.setdefault(new_last, parent.pop(last))
     for key in RENAMED_VALUES:
         parent, last = _parent(data, key)
         if parent is not None and last in parent:
@@ -690,9 +695,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not a UTF-8 text file (a binary file?)") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -709,10 +714,12 @@ def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[st
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(base, str) and base for base in bases):
+        raise ConfigError(
+            f"config file {path}: _base_ must be a file name or a list of file names, got {shorten(bases)}"
+        )
     layers: list[tuple[Path, dict[str, Any]]] = []
     for base in bases:
-        if not isinstance(base, str):
-            raise ConfigError(f"config file {path}: _base_ must be a file name or a list of them, got {base!r}")
         layers += _layers(_base_path(base, path), seen + (path,))
     return layers + [(path, data)]
 
@@ -737,13 +744,13 @@ def _base_path(base: str, including: Path) -> Path:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value`` (value as YAML) into its key path and value."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.sub=value")
+        raise ConfigError(f"override {shorten(text)} must look like key.sub=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        problem = " ".join(str(exc).split())
-        raise ConfigError(f"command-line override '{text}': the value is not valid YAML ({problem})") from None
+        problem = shorten(" ".join(str(exc).split()), 300, quote=False)
+        raise ConfigError(f"command-line override {shorten(text)}: the value is not valid YAML ({problem})") from None
     return key.strip().split("."), value
 
 
@@ -787,7 +794,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         try:
             merge_root(config, nest(keys, value))
         except ConfigError as exc:
-            raise ConfigError(f"command-line override '{text}': {exc}") from None
+            raise ConfigError(f"command-line override {shorten(text)}: {exc}") from None
     return check_config(config)
 
 

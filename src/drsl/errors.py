@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import errno
 import re
+import reprlib
 
 #: How torch re-raises an exception from a DataLoader worker: a new exception of the same class
 #: (or a RuntimeError, when the class cannot be built from one string) whose message is
 #: "Caught NAME in DataLoader worker process N." and the worker's whole traceback.
 _WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.")
+
+
+#: Most characters of a value that an error message echoes.
+MAX_ECHO = 120
+
+
+def shorten(value: object, limit: int = MAX_ECHO, quote: bool = True) -> str:
+    """``repr(value)`` for an error message, at most about ``limit`` characters: long strings,
+    lists and mappings are abbreviated with ``...`` (a huge value must not become a huge
+    message, nor be printed whole in memory first). ``quote=False``: text as it is (cut)."""
+    if not quote and isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "..."
+    brief = reprlib.Repr()
+    brief.maxlevel, brief.maxstring, brief.maxother = 3, limit, limit
+    brief.maxlist = brief.maxtuple = brief.maxdict = brief.maxset = 8
+    text = brief.repr(value)
+    return text if len(text) <= limit + 3 else text[:limit] + "..."
 
 
 class CheckpointError(ValueError):

@@ -28,7 +28,9 @@ from drsl.data.transforms import build_train_transform
 from drsl.engine.checkpoint import load_checkpoint
 from drsl.engine.distributed import DistInfo, barrier, init_distributed
 from drsl.engine.logging import RunLogger, echo, text_only
-from drsl.engine.run_dir import RunDirectory, plan_run
+from drsl.engine.resources import TRAINING_COPIES, check_image_memory, check_model_memory, check_training_shapes
+from drsl.engine.run_dir import RunDirectory, check_inputs, plan_run
+from drsl.engine.run_inputs import input_record
 from drsl.engine.sampling import SeededView
 from drsl.engine.trackers import build_trackers, check_trackers
 from drsl.engine.outputs import check_output, run_inputs
@@ -55,7 +57,7 @@ def load_initial_weights(module: SelfTrainingModule, path: str, num_classes: int
     """Initialise the segmentor (and regulariser, when present in the file) from a checkpoint
     that predicts ``num_classes`` classes (another count is a ConfigError)."""
     checkpoint = load_checkpoint(path)
-    stored = stored_class_count(checkpoint)
+    stored = stored_class_count(checkpoint, path)
     if stored is not None and stored != num_classes:
         raise ConfigError(
             f"init_checkpoint {path} predicts {stored} classes but the class set of this run has {num_classes}"
@@ -74,6 +76,7 @@ def build_module(config: Config) -> SelfTrainingModule:
     config is bound to its class set first: see :func:`drsl.data.classes.bind_class_set`)."""
     if config.model.num_classes is None:
         bind_class_set(config)
+    check_model_memory(config.model)
     segmentor = build_model(config.model)
     regularizer: nn.Module | None = None
     if config.adapt.method == "drsl" and config.adapt.drsl.enabled:
@@ -128,9 +131,12 @@ def build_context(config: Config, checkpoint: Path | None, dist: DistInfo, logge
     """
     classes = bind_class_set(config)
     seed_everything(config.seed, config.train.deterministic)
-    per_rank_batch(config, dist)
+    micro_batch = per_rank_batch(config, dist) // config.train.grad_accum
     check_trackers(config)
+    check_model_memory(config.model, TRAINING_COPIES, dist.device)
+    check_image_memory(config, dist.device)
     module = build_module(config)
+    check_training_shapes(config, module.student_parts(), micro_batch)
     source = source_view(config, classes)
     val = build_dataset(config.data.val, classes) if config.data.val is not None else None
     if val is not None and dist.is_main:
@@ -188,7 +194,8 @@ def finish(ctx: RunContext) -> dict[str, Any]:
 
 def run_training(
     config: Config, resume: bool | str | Path | None = None, device: str = "auto",
-    overwrite: bool = False, allow_config_change: bool = False, announce: bool = True,
+    overwrite: bool = False, allow_config_change: bool = False, accept_changes: bool = False,
+    announce: bool = True,
 ) -> dict[str, Any]:
     """Train (and adapt) as the config says; returns the final evaluation summary.
 
@@ -196,9 +203,10 @@ def run_training(
     ``overwrite``); True continues ``work_dir``'s latest checkpoint; a path continues from that
     checkpoint; "auto" continues when the work dir holds a checkpoint of the same config and
     starts otherwise. A resumed run whose config differs from its recorded one needs
-    ``allow_config_change``. See :mod:`drsl.engine.run_dir`. The run's first line (name, length,
-    folder) goes to stderr when ``announce`` (a caller that printed one already passes False) and
-    always to its train.log.
+    ``allow_config_change``; one whose class set or dataset files changed since it recorded them
+    (:mod:`drsl.engine.run_inputs`) needs ``accept_changes``. See :mod:`drsl.engine.run_dir`. The
+    run's first line (name, length, folder) goes to stderr when ``announce`` (a caller that printed
+    one already passes False) and always to its train.log.
     """
     dist = init_distributed(device, config.dist)
     bind_class_set(config)  # before the config is compared with the run directory's
@@ -218,6 +226,8 @@ def run_training(
             text_only.info(line)
     try:
         ctx = build_context(config, plan.checkpoint, dist, logger)
+        datasets = {"data.source": ctx.source.dataset, "data.target": ctx.target, "data.val": ctx.val}
+        plan = check_inputs(plan, input_record(config.data.classes, ctx.classes, datasets), accept_changes)  # type: ignore[arg-type]
         with RunDirectory(plan, enabled=dist.is_main):
             barrier()
             start(ctx)

@@ -29,6 +29,7 @@ from drsl.adaptation.pseudo_labels import PseudoLabelQuality, PseudoLabelWriter,
 from drsl.adaptation.pseudo_labels.writer import FORMAT, QUALITY
 from drsl.config import Config, EvalConfig
 from drsl.data.base import SegmentationDataset
+from drsl.data.digest import images_digest
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import progress as progress_bar
 from drsl.engine.trainer import AMP_DTYPES, autocast, conv_settings
@@ -56,12 +57,13 @@ def pass_fingerprint(
     parts: Sequence[nn.Module], dataset: SegmentationDataset, eval_cfg: EvalConfig, fusion: str,
     num_classes: int, amp: str,
 ) -> str:
-    """What a set of maps depends on: the weights, the images, inference settings and fusion."""
-    names = hashlib.sha256("\n".join(s.name for s in dataset.samples).encode()).hexdigest()
+    """What a set of maps depends on: the weights, the images (names and contents: see
+    :mod:`drsl.data.digest`), inference settings and fusion."""
     settings = {
         "format": FORMAT, "weights": weights_digest(parts), "fusion": fusion,
         "num_classes": num_classes, "amp": amp, "inference": dataclasses.asdict(eval_cfg),
-        "target": {"root": str(dataset.root), "images": names, "resize": getattr(dataset, "resize", None)},
+        "target": {"root": str(dataset.root), "images": images_digest(dataset.samples),
+                   "resize": getattr(dataset, "resize", None)},
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 

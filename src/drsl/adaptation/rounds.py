@@ -25,6 +25,7 @@ from drsl.adaptation.pseudo_labels import (
     threshold_table,
 )
 from drsl.adaptation.pseudo_labels.writer import QUALITY, map_paths
+from drsl.data.digest import images_digest
 from drsl.data.errors import DataError
 from drsl.data.transforms import build_train_transform
 from drsl.engine.sampling import SeededView
@@ -69,19 +70,23 @@ def prepare_round(ctx: RunContext, round_index: int) -> str:
     fusion = config.adapt.pseudo_label.fusion if round_index > 0 else "none"
     portion = portion_for_round(config.adapt.pseudo_label, round_index)
     recorded = ctx.trainer.host_state.get("pseudo_labels") or {}
+    images = images_digest(ctx.target.samples)  # type: ignore[union-attr]
     if ctx.trainer.iteration > round_index * round_length(ctx):
-        if recorded.get("round") == round_index and complete_set(folder, recorded["fingerprint"], portion):
+        same_images = recorded.get("images", images) == images
+        same_round = recorded.get("round") == round_index
+        if same_images and same_round and complete_set(folder, recorded.get("fingerprint", ""), portion):
             return str(folder)
         log.warning(
-            "round %d: the pseudo-labels this run trained on are missing or changed in %s; regenerating "
-            "them from the weights at iteration %d", round_index, folder, ctx.trainer.iteration,
+            "round %d: the pseudo-labels this run trained on are missing or changed in %s%s; regenerating "
+            "them from the weights at iteration %d", round_index, folder,
+            "" if same_images else " (the target images changed since they were made)", ctx.trainer.iteration,
         )
     before = read_manifest(folder) if is_complete(folder) else {}
     manifest = generate_pseudo_labels(
         ctx.module, ctx.target, folder, config, ctx.dist, portion, round_index, fusion,  # type: ignore[arg-type]
         checkpoint=f"{ctx.work_dir / 'checkpoints' / 'latest.pt'}@{ctx.trainer.iteration}", replace=True,
     )
-    ctx.trainer.host_state["pseudo_labels"] = {"round": round_index, "fingerprint": manifest["fingerprint"]}
+    ctx.trainer.host_state["pseudo_labels"] = {"round": round_index, "fingerprint": manifest["fingerprint"], "images": images}
     made = (before.get("fingerprint"), before.get("portion")) != (manifest["fingerprint"], portion)
     if ctx.dist.is_main and made:  # a reused set was logged when it was made
         logs = {"portion": portion, "coverage": float(manifest["coverage"] or 0.0)}  # None: nothing predicted

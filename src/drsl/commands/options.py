@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drsl.config import Count, NonNegativeInt, Portion, Positive, Probability, Seed
+from drsl.errors import shorten
 
 
 def bounded(annotation: Any) -> Callable[[str], Any]:
@@ -20,12 +21,12 @@ def bounded(annotation: Any) -> Callable[[str], Any]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+            raise argparse.ArgumentTypeError(f"{shorten(text)} is not {'an integer' if kind is int else 'a number'}") from None
         if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+            raise argparse.ArgumentTypeError(f"{shorten(text)} is not a finite number")
         for rule in rules:
             if not rule.holds(value):
-                raise argparse.ArgumentTypeError(f"{text} is out of range (must be {rule.describe()})")
+                raise argparse.ArgumentTypeError(f"{shorten(text, quote=False)} is out of range (must be {rule.describe()})")
         return value
 
     parse.__name__ = kind.__name__

@@ -28,6 +28,7 @@ from drsl.fileio import not_a_file, walk_files
 from drsl.data.io import IMAGE_SUFFIXES, image_size, read_image, read_label
 from drsl.data.labels import IGNORE_INDEX, apply_lookup, lookup_table
 from drsl.data.transforms import PairTransform, resize_pair
+from drsl.errors import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         }
         by_name = {sample.name: sample for sample in candidates}
         problems = [
-            Problem(name, "missing", str(list_file), f"listed sample {name!r} not found")
+            Problem(name, "missing", str(list_file), f"listed sample {shorten(name)} not found")
             for name in sorted(wanted - by_name.keys())
         ]
         return [by_name[name] for name in sorted(wanted & by_name.keys())], problems

@@ -32,9 +32,11 @@ import numpy as np
 import yaml
 
 from drsl.config import Config, ConfigError
+from drsl.errors import shorten
 from drsl.data.labels import IGNORE_INDEX, lookup_table
 from drsl.fileio import atomic_write_text
 from drsl.plugins import Registry
+from drsl.yaml_io import load_yaml
 
 CLASS_SET_DIR = Path(__file__).parent / "class_sets"
 DEFAULT_CLASS_SET = "cityscapes19"
@@ -109,17 +111,17 @@ class ClassSet:
             return RawMapping(values, f"class ids 0..{self.num_classes - 1} of {self.name} or {IGNORE_INDEX}")
         if name not in self.mappings:
             known = ", ".join([*self.mappings, IDS_MAPPING])
-            raise ConfigError(f"class set {self.name} has no label mapping {name!r} (it has: {known})")
+            raise ConfigError(f"class set {self.name} has no label mapping {shorten(name)} (it has: {known})")
         return self.mappings[name]
 
     def class_id(self, value: int | str, where: str) -> int:
         """A class id from an id or a class name (``where`` names the entry in messages)."""
         if isinstance(value, str):
             if value not in self.names:
-                raise ConfigError(f"{where}: {value!r} is not a class of {self.name} ({', '.join(self.names)})")
+                raise ConfigError(f"{where}: {shorten(value)} is not a class of {self.name} ({', '.join(self.names)})")
             return self.names.index(value)
         if isinstance(value, bool) or not isinstance(value, int) or not (0 <= value < self.num_classes or value == IGNORE_INDEX):
-            raise ConfigError(f"{where}: {value!r} is not a class id 0..{self.num_classes - 1} or {IGNORE_INDEX}")
+            raise ConfigError(f"{where}: {shorten(value)} is not a class id 0..{self.num_classes - 1} or {IGNORE_INDEX}")
         return value
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,17 +144,17 @@ def _raw_value(value: Any, where: str) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RAW_VALUE:
-        raise ConfigError(f"{where}: raw label value {value!r} is not an integer 0..{MAX_RAW_VALUE}")
+        raise ConfigError(f"{where}: raw label value {shorten(value)} is not an integer 0..{MAX_RAW_VALUE}")
     return value
 
 
 def _mapping(classes: ClassSet, name: str, data: Any, where: str) -> RawMapping:
     """Parse one ``mappings`` entry: ``{values: {raw: class}, ignore: [raw], description: str}``."""
     if not isinstance(data, dict) or not isinstance(data.get("values", {}), dict):
-        raise ConfigError(f"{where}: mapping {name!r} must be {{values: {{raw: class}}, ignore: [raw]}}")
+        raise ConfigError(f"{where}: mapping {shorten(name)} must be {{values: {{raw: class}}, ignore: [raw]}}")
     unknown = set(data) - {"values", "ignore", "description"}
     if unknown:
-        raise ConfigError(f"{where}: mapping {name!r} has unknown keys {sorted(unknown)} (known: values, ignore, description)")
+        raise ConfigError(f"{where}: mapping {shorten(name)} has unknown keys {shorten(sorted(map(str, unknown)))} (known: values, ignore, description)")
     values = {
         _raw_value(raw, f"{where}: mapping {name}"): classes.class_id(cls, f"{where}: mapping {name}, value {raw}")
         for raw, cls in data.get("values", {}).items()
@@ -166,9 +168,11 @@ def _mapping(classes: ClassSet, name: str, data: Any, where: str) -> RawMapping:
             raise ConfigError(f"{where}: mapping {name}: raw value {raw} is both mapped and ignored")
         values[raw] = IGNORE_INDEX
     if not values:
-        raise ConfigError(f"{where}: mapping {name!r} maps no raw values")
+        raise ConfigError(f"{where}: mapping {shorten(name)} maps no raw values")
     description = data.get("description") or f"raw values of mapping {name!r} in class set {classes.name}"
-    return RawMapping(dict(sorted(values.items())), str(description))
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}: mapping {shorten(name)}: description must be text, got {shorten(description)}")
+    return RawMapping(dict(sorted(values.items())), description)
 
 
 def parse_class_set(data: Any, where: str) -> ClassSet:
@@ -177,33 +181,45 @@ def parse_class_set(data: Any, where: str) -> ClassSet:
         raise ConfigError(f"{where}: a class file needs 'classes': a list of {{id, name, color}}")
     unknown = set(data) - {"name", "classes", "subsets", "mappings"}
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (known: name, classes, subsets, mappings)")
+        raise ConfigError(f"{where}: unknown keys {shorten(sorted(map(str, unknown)))} (known: name, classes, subsets, mappings)")
     if len(data["classes"]) > MAX_CLASSES:
         raise ConfigError(f"{where}: {len(data['classes'])} classes; at most {MAX_CLASSES} (255 means ignore)")
     names, colors = [], []
     for index, entry in enumerate(data["classes"]):
         if not isinstance(entry, dict) or set(entry) != {"id", "name", "color"}:
-            raise ConfigError(f"{where}: class #{index} must be {{id, name, color}}, got {entry!r}")
-        if entry["id"] != index:
-            raise ConfigError(f"{where}: class {entry['name']!r} has id {entry['id']!r}; ids must be 0, 1, 2, ... in order")
-        color = entry["color"]
-        if not (isinstance(color, list) and len(color) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in color)):
-            raise ConfigError(f"{where}: class {entry['name']!r}: color must be [R, G, B] in 0..255, got {color!r}")
+            raise ConfigError(f"{where}: class #{index} must be {{id, name, color}}, got {shorten(entry)}")
         if not isinstance(entry["name"], str) or not entry["name"] or entry["name"] in names:
-            raise ConfigError(f"{where}: class #{index}: name {entry['name']!r} is empty, not text, or repeated")
+            raise ConfigError(f"{where}: class #{index}: name {shorten(entry['name'])} is empty, not text, or repeated")
+        if type(entry["id"]) is not int or entry["id"] != index:
+            raise ConfigError(f"{where}: class {shorten(entry['name'])} has id {shorten(entry['id'])}; ids must be 0, 1, 2, ... in order")
+        color = entry["color"]
+        if not (isinstance(color, list) and len(color) == 3 and all(type(c) is int and 0 <= c <= 255 for c in color)):
+            raise ConfigError(f"{where}: class {shorten(entry['name'])}: color must be [R, G, B] in 0..255, got {shorten(color)}")
         names.append(entry["name"])
         colors.append(tuple(color))
-    classes = ClassSet(str(data.get("name") or where), tuple(names), tuple(colors), {len(names): tuple(range(len(names)))}, {})
+    name = data.get("name") or where
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: name must be text, got {shorten(name)}")
+    for section, shape in (("subsets", "{size: [class, ...]}"), ("mappings", "{name: {values: {raw: class}, ignore: [raw]}}")):
+        if not isinstance(data.get(section) or {}, dict):
+            raise ConfigError(f"{where}: {section} must be a mapping {shape}, got {shorten(data[section])}")
+    classes = ClassSet(name, tuple(names), tuple(colors), {len(names): tuple(range(len(names)))}, {})
     subsets = dict(classes.subsets)
     for key, members in (data.get("subsets") or {}).items():
         size = int(key) if isinstance(key, str) and key.isdigit() else key
+        if type(size) is not int:
+            raise ConfigError(f"{where}: subset key {shorten(key)} must be the subset's size (a whole number)")
         if not isinstance(members, list):
-            raise ConfigError(f"{where}: subset {size} must be a list of classes")
+            raise ConfigError(f"{where}: subset {size} must be a list of classes, got {shorten(members)}")
         ids = tuple(sorted({classes.class_id(m, f"{where}: subset {size}") for m in members}))
         if size != len(ids) or IGNORE_INDEX in ids:
             raise ConfigError(f"{where}: subset {size} lists {len(ids)} distinct classes; subsets are keyed by their size")
         subsets[size] = ids
-    mappings = {name: _mapping(classes, str(name), entry, where) for name, entry in (data.get("mappings") or {}).items()}
+    mappings = {}
+    for mapping_name, entry in (data.get("mappings") or {}).items():
+        if not isinstance(mapping_name, str):
+            raise ConfigError(f"{where}: mapping name {shorten(mapping_name)} must be text")
+        mappings[mapping_name] = _mapping(classes, mapping_name, entry, where)
     if IDS_MAPPING in mappings:
         raise ConfigError(f"{where}: the mapping name {IDS_MAPPING!r} is reserved (class ids as they are)")
     return dataclasses.replace(classes, subsets=subsets, mappings=mappings)
@@ -221,14 +237,26 @@ CLASS_SETS: Registry[str | Path] = Registry(
 )
 
 
-@lru_cache(maxsize=32)
 def _load_file(path: Path) -> ClassSet:
+    """The class set of a class file, read again when the file changes."""
     try:
-        data = yaml.safe_load(path.read_text())
+        stat = path.stat()
     except OSError as exc:
         raise ConfigError(f"cannot read class file {path}: {exc.strerror}") from None
+    return _parse_file(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=32)
+def _parse_file(path: Path, mtime_ns: int, size: int) -> ClassSet:
+    """The class set in ``path`` as of ``mtime_ns`` and ``size`` (the cache key)."""
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read class file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"class file {path} is not a UTF-8 text file (a binary file?)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"class file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"class file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
     return parse_class_set(data, str(path))
 
 
@@ -241,7 +269,7 @@ def load_class_set(spec: str) -> ClassSet:
     if registered is not None:
         raise ConfigError(f"data.classes={spec!r}: the class file {path} it is registered with does not exist")
     raise ConfigError(
-        f"data.classes={spec!r} is neither a class file nor a registered class set "
+        f"data.classes={shorten(spec)} is neither a class file nor a registered class set "
         f"({', '.join(CLASS_SETS.names())})"
     )
 
@@ -252,12 +280,15 @@ def write_class_file(path: str | Path, classes: ClassSet) -> None:
     atomic_write_text(path, header + yaml.safe_dump(classes.to_dict(), sort_keys=False, allow_unicode=True))
 
 
-def stored_class_count(state: Mapping[str, Any]) -> int | None:
-    """How many classes a checkpoint predicts, from its class set or config (None: not recorded)."""
+def stored_class_count(state: Mapping[str, Any], path: str | Path) -> int | None:
+    """How many classes the checkpoint ``path`` predicts, from its class set or config (None: not
+    recorded); a stored class set or count of the wrong structure is a ConfigError naming it."""
     if state.get("classes"):
-        return len(state["classes"]["classes"])
-    model = (state.get("config") or {}).get("model") or {}
-    return model.get("num_classes")
+        return parse_class_set(state["classes"], f"the class set stored in {path}").num_classes
+    count = ((state.get("config") or {}).get("model") or {}).get("num_classes")
+    if count is not None and (type(count) is not int or count < 1):
+        raise ConfigError(f"{path}: the stored config's model.num_classes must be a whole number, got {shorten(count)}")
+    return count
 
 
 def checkpoint_class_set(state: Mapping[str, Any], path: str | Path, config: Config) -> ClassSet:
@@ -265,7 +296,7 @@ def checkpoint_class_set(state: Mapping[str, Any], path: str | Path, config: Con
     config's). A ``config`` naming another class set must have as many classes (ConfigError)."""
     if not state.get("classes"):
         return load_class_set(config.data.classes)
-    stored = parse_class_set(dict(state["classes"]), f"the class set stored in {path}")
+    stored = parse_class_set(state["classes"], f"the class set stored in {path}")
     stored_spec = ((state.get("config") or {}).get("data") or {}).get("classes")
     if config.data.classes != stored_spec:
         requested = load_class_set(config.data.classes)

@@ -27,6 +27,8 @@ from drsl.data.classes import IDS_MAPPING, ClassSet
 from drsl.data.errors import DataError
 from drsl.data.io import IMAGE_SUFFIXES, read_label
 from drsl.data.labels import IGNORE_INDEX
+from drsl.errors import shorten
+from drsl.yaml_io import load_yaml
 
 CLASS_MAP_NAMES = ("class_map.yaml", "class_map.yml", "class_map.json")
 
@@ -41,9 +43,9 @@ def read_class_map(path: str | Path, classes: ClassSet) -> dict[int, int]:
     except UnicodeDecodeError:
         raise DataError(path, "class map is not a UTF-8 text file (a binary file?)") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise DataError(path, f"class map cannot be parsed: {exc}") from None
+        raise DataError(path, f"class map cannot be parsed: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
     if not isinstance(data, dict) or not data:
         raise DataError(path, "class map must be a non-empty mapping of raw value -> class id or name")
     mapping: dict[int, int] = {}
@@ -51,7 +53,7 @@ def read_class_map(path: str | Path, classes: ClassSet) -> dict[int, int]:
         try:
             raw = int(key)
         except (TypeError, ValueError):
-            raise DataError(path, f"class map key {key!r} is not an integer raw value") from None
+            raise DataError(path, f"class map key {shorten(key)} is not an integer raw value") from None
         if not 0 <= raw <= 65535:
             raise DataError(path, f"class map key {raw} is outside 0..65535")
         try:

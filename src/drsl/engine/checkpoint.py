@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from drsl.errors import CheckpointError
+from drsl.errors import CheckpointError, shorten
 from drsl.fileio import atomic_write_bytes
 from drsl.fileio import not_a_file
 
@@ -58,7 +58,49 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: {load_failure(path, exc)}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a drsl checkpoint (no 'model' entry)")
+    check_entries(state, path)
     return state
+
+
+#: Entries of a checkpoint that drsl reads, and the type each must have when present.
+_ENTRY_TYPES: dict[str, tuple[type, str]] = {
+    "config": (dict, "a mapping of config sections (model, data, ...)"),
+    "classes": (dict, "a class set mapping (name, classes, subsets, mappings)"),
+    "optimizer": (dict, "an optimizer state dict"),
+    "scheduler": (dict, "a scheduler state dict"),
+    "scaler": (dict, "a gradient scaler state dict"),
+    "rng": (dict, "a mapping of RNG states"),
+    "host": (dict, "a mapping of the self-training host's state"),
+    "iteration": (int, "a whole number of iterations"),
+    "metrics_records": (int, "a whole number of log records"),
+}
+
+
+def check_entries(state: dict[str, Any], path: str | Path) -> None:
+    """A CheckpointError naming the file, the entry and what was expected, for any entry drsl
+    reads that has the wrong structure (``model`` must map parameter names to tensors)."""
+    model = state["model"]
+    if not isinstance(model, dict):
+        raise CheckpointError(
+            f"{path}: entry 'model' must be a state dict (parameter names -> tensors), got {type(model).__name__}"
+        )
+    for key, value in model.items():  # modules may keep non-tensor "_extra_state" entries
+        if not isinstance(key, str) or not (isinstance(value, torch.Tensor) or key.endswith("_extra_state")):
+            raise CheckpointError(
+                f"{path}: entry 'model' must map parameter names to tensors, but {shorten(key)} holds "
+                f"{type(value).__name__}"
+            )
+    for entry, (kind, expected) in _ENTRY_TYPES.items():
+        value = state.get(entry)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise CheckpointError(f"{path}: entry {entry!r} must be {expected}, got {type(value).__name__} ({shorten(value)})")
+    for section in ("model", "data"):
+        value = (state.get("config") or {}).get(section)
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"{path}: entry 'config' has a {section!r} section that is not a mapping ({shorten(value)})")
+    rng = state.get("rng")
+    if rng is not None and not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8):
+        raise CheckpointError(f"{path}: entry 'rng' holds no torch RNG state ('torch': a byte tensor)")
 
 
 def rng_state() -> dict[str, Any]:

@@ -33,10 +33,12 @@ import yaml
 from drsl.engine.outputs import RECORD, run_outputs
 from drsl.fileio import not_a_file
 from drsl.config import Config, apply_overrides, config_diff, config_from_dict, config_to_dict, dump_config
-from drsl.engine.checkpoint import LATEST
-from drsl.errors import RunDirError
+from drsl.engine.checkpoint import LATEST, load_checkpoint
+from drsl.engine.run_inputs import changed_inputs
+from drsl.errors import RunDirError, shorten
 from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
 from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, remove_temporary_files
+from drsl.yaml_io import load_yaml
 
 log = logging.getLogger("drsl")
 _PACKAGES = (
@@ -152,7 +154,7 @@ def recorded_config(work_dir: str | Path) -> Config | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"))
         return config_from_dict(data if isinstance(data, dict) else {})
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise RunDirError(f"the recorded config {path} is unusable ({exc})") from None
@@ -210,6 +212,14 @@ class RunPlan:
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     #: The run finished already and nothing changed: there is nothing to do.
     finished: bool = False
+    #: The input digests the run recorded (resume only; see :mod:`drsl.engine.run_inputs`).
+    recorded_inputs: dict[str, Any] | None = None
+    #: The input digests of this invocation, recorded in run.json (None: not measured).
+    inputs: dict[str, Any] | None = None
+    #: Changed inputs continued with (``--accept-changes``), in words.
+    accepted: list[str] = field(default_factory=list)
+    #: The run's config.yaml was edited after the run wrote it (the edit is in ``changes``).
+    edited: bool = False
 
 
 def changes_from_recorded(recorded: Config | None, config: Config) -> dict[str, tuple[Any, Any]]:
@@ -220,9 +230,32 @@ def changes_from_recorded(recorded: Config | None, config: Config) -> dict[str, 
     return config_diff(replace(recorded, work_dir=config.work_dir, dist=config.dist), config)
 
 
+#: Config keys whose values a resumed checkpoint's optimizer and scheduler states restore: a
+#: change of them on resume could not take effect, so it is refused.
+RESTORED_ON_RESUME = (
+    "optim.name", "optim.lr", "optim.momentum", "optim.betas", "optim.weight_decay", "optim.decay_norms",
+    "optim.head_lr_mult",
+)
+
+
+def checkpoint_config(path: Path) -> Config | None:
+    """The config a checkpoint was saved with (None when it stores none that this drsl accepts)."""
+    try:
+        stored = load_checkpoint(path).get("config")
+        return config_from_dict(stored) if stored else None
+    except (ValueError, OSError):
+        return None
+
+
+def edited_config(found: Occupant) -> bool:
+    """Whether the run's config.yaml differs from the config its run.json recorded (a hand edit)."""
+    recorded = (found.record or {}).get("config_hash")
+    return found.config is not None and recorded is not None and recorded != config_hash(found.config)
+
+
 def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
     """E.g. 'adapt.drsl.lambda_mm: 1.0 -> 3.0; train.iterations: 1200 -> 2400'."""
-    return "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    return "; ".join(f"{k}: {shorten(old)} -> {shorten(new)}" for k, (old, new) in changes.items())
 
 
 def _refuse_occupied(found: Occupant, overwrite: bool) -> str:
@@ -281,14 +314,47 @@ def plan_run(
             _refuse_occupied(found, overwrite)
     else:
         return RunPlan(config, _refuse_occupied(found, overwrite))
-    changes = changes_from_recorded(found.config, config)
-    if changes and not allow_config_change:
+    baseline, edited = found.config, edited_config(found)
+    if edited:  # what the run trained with is the checkpoint's config, not the edited file
+        baseline = checkpoint_config(checkpoint)
+        edited = baseline is None or bool(changes_from_recorded(baseline, found.config))
+        if baseline is None and not allow_config_change:
+            raise RunDirError(
+                f"{found.path / 'config.yaml'} was edited after the run wrote it (it no longer matches run.json) "
+                f"and {checkpoint} stores no config to compare it with: undo the edit, or pass --change-config "
+                "to continue with it (recorded in run.json)"
+            )
+    changes = changes_from_recorded(baseline, config)
+    restored = {key: change for key, change in changes.items() if key in RESTORED_ON_RESUME}
+    if restored:
         raise RunDirError(
-            f"resuming {found.path} would change its recorded config ({describe_changes(changes)}); a resumed "
-            "run keeps its config: drop the change, or pass --change-config to continue with it (recorded in run.json)"
+            f"resuming {found.path} cannot change {describe_changes(restored)}: the checkpoint's optimizer state "
+            "restores the old value, so the change would not take effect; start a new run from its weights "
+            f"instead (init_checkpoint={checkpoint})"
         )
-    finished = found.state == "finished" and not changes and (found.path / "eval.json").is_file()
-    return RunPlan(config, "resume", checkpoint, changes, finished)
+    if changes and not allow_config_change:
+        what = f"{found.path / 'config.yaml'} was edited after the run wrote it" if edited else \
+            f"resuming {found.path} would change its recorded config"
+        raise RunDirError(
+            f"{what} ({describe_changes(changes)}); a resumed run keeps its config: "
+            f"{'undo the edit' if edited else 'drop the change'}, or pass --change-config to continue with it "
+            "(recorded in run.json)"
+        )
+    finished = found.state == "finished" and not changes and not edited and (found.path / "eval.json").is_file()
+    return RunPlan(config, "resume", checkpoint, changes, finished, (found.record or {}).get("inputs"), edited=edited)
+
+
+def check_inputs(plan: RunPlan, inputs: dict[str, Any], accept_changes: bool = False) -> RunPlan:
+    """``plan`` with this invocation's input digests (see :mod:`drsl.engine.run_inputs`); a
+    resumed run whose recorded inputs changed is a RunDirError naming them, unless
+    ``accept_changes`` (then they are listed in ``accepted`` and recorded in run.json)."""
+    changed = changed_inputs(plan.recorded_inputs or {}, inputs) if plan.action == "resume" else []
+    if changed and not accept_changes:
+        raise RunDirError(
+            f"resuming {plan.config.work_dir}: {'; '.join(changed)} changed since the run recorded them; restore "
+            "them, or pass --accept-changes to continue with them (recorded in run.json)"
+        )
+    return replace(plan, inputs=inputs, accepted=changed)
 
 
 class RunDirectory:
@@ -319,6 +385,10 @@ class RunDirectory:
             entry["checkpoint"] = str(self.plan.checkpoint)
         if self.plan.changes:
             entry["changes"] = {k: {"old": old, "new": new} for k, (old, new) in self.plan.changes.items()}
+        if self.plan.edited:
+            entry["edited_config"] = True
+        if self.plan.accepted:
+            entry["accepted_changes"] = self.plan.accepted
         return entry
 
     def _relative(self, paths: list[Path]) -> list[str]:
@@ -363,9 +433,11 @@ class RunDirectory:
             else:
                 self.record = {"format": 1, "started": _now(), "history": []}
             self.record.update(name=config.name, config_hash=config_hash(config), state="running")
+            if self.plan.inputs is not None:
+                self.record["inputs"] = self.plan.inputs
             self.record["history"].append(self._entry())
             self._write_record()
-            if found.config is None or self.plan.changes:
+            if found.config is None or self.plan.changes or self.plan.edited:
                 atomic_write_text(self.path / "config.yaml", dump_config(config))
             if not (self.path / "environment.json").is_file():
                 atomic_write_json(self.path / "environment.json", environment())

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from drsl.config import EvalConfig
+from drsl.config import ConfigError, EvalConfig
 
 __all__ = [
     "ProbFn", "average_rows", "in_tiles", "pass_maps", "predict_labels", "predict_probs", "row_bands",
@@ -28,6 +28,9 @@ __all__ = [
 
 #: Bytes of full-resolution float32 probabilities held at once by :func:`upsample_argmax`.
 BAND_BYTES = 64 * 2**20
+#: Fewest pixels a side of an image may keep after test-time rescaling (a smaller image holds
+#: too little to segment: a one-pixel image would be scored as a prediction).
+MIN_SCALED_SIDE = 4
 
 ProbFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -139,6 +142,11 @@ def pass_maps(prob_fn: ProbFn, images: torch.Tensor, cfg: EvalConfig) -> list[to
     passes = []
     for scale in cfg.scales:
         size = (max(1, int(base_h * scale + 0.5)), max(1, int(base_w * scale + 0.5)))
+        if min(size) < MIN_SCALED_SIDE:
+            raise ConfigError(
+                f"scale {scale:g} (eval.scales, --scales) makes a {base_h}x{base_w} image {size[0]}x{size[1]} "
+                f"pixels; each side must keep at least {MIN_SCALED_SIDE}"
+            )
         scaled = _resize(base, size)
         for flip in (False, True) if cfg.flip else (False,):
             x = scaled.flip(-1) if flip else scaled

@@ -38,8 +38,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
-        raise WeightsError(f"weights file {path} does not hold a dict of tensors")
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()):
+        raise WeightsError(f"weights file {path} does not hold a dict of tensors (parameter names -> tensors)")
     return data
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from drsl.config import ConfigError, current_value
 from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
+from drsl.yaml_io import load_yaml
 
 #: Readable names of adapt.method; self-training is named by its rounds host (class-balanced rounds).
 METHOD_NAMES = {"source_only": "source-only", "self_training": "CBST", "drsl": "DRSL"}
@@ -185,7 +186,7 @@ def load_run(path: str | Path) -> RunData:
     run_dir = Path(path)
     check_run_folder(run_dir)
     notes: list[str] = []
-    config = _read(run_dir / "config.yaml", yaml.safe_load, notes, "no config.yaml (name and method unknown)")
+    config = _read(run_dir / "config.yaml", load_yaml, notes, "no config.yaml (name and method unknown)")
     evaluation = _read(
         run_dir / "eval.json", json.loads, notes, "no eval.json: the run has not finished or was not evaluated"
     )
