@@ -125,8 +125,9 @@ def test_compare_rejects_unknown_variants_and_missing_checkpoints(tmp_path: Path
     with pytest.raises(SystemExit):
         main(["bench", "compare", "--out", str(tmp_path), "--seeds", "train.iterations=3"])
     assert "argument --seeds: names no value" in capsys.readouterr().err
-    (tmp_path / "manifest.json").write_text('{"shift": "hard"}')
-    assert main(["bench", "compare", "--out", str(tmp_path), "--data", str(tmp_path), "--shift", "nope"]) == 2
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text('{"shift": "hard"}')
+    assert main(["bench", "compare", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "data"), "--shift", "nope"]) == 2
     assert "unknown shift preset 'nope'" in capsys.readouterr().err
 
 

@@ -115,7 +115,7 @@ def test_train_says_what_it_runs_before_importing_torch(tmp_path: Path) -> None:
     probe = f"import sys; sys.modules['torch'] = None; from drsl.cli import main; main({argv!r})"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "torch" in result.stderr  # it stopped at the first import of torch
-    assert result.stderr.splitlines()[0] == f"run synth_source_only: 5 iterations, writing to {tmp_path / 'run'}"
+    assert result.stdout.splitlines()[0] == f"run synth_source_only: 5 iterations, writing to {tmp_path / 'run'}"
 
 
 def test_the_command_line_parses_without_importing_torch() -> None:

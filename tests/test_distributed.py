@@ -136,7 +136,7 @@ def test_sharded_pseudo_labels_equal_single_process(runs: dict[str, Path]) -> No
     assert single["num_images"] == 6
     files = sorted(p.relative_to(runs["pl_single"]) for p in runs["pl_single"].rglob("*.png"))
     assert files == sorted(p.relative_to(runs["pl_ddp"]) for p in runs["pl_ddp"].rglob("*.png"))
-    assert len(files) == 12  # labels and confidence
+    assert len(files) == 24  # per image: the label, its confidence, the runner-up class and its score
     for relative in files:
         assert (runs["pl_single"] / relative).read_bytes() == (runs["pl_ddp"] / relative).read_bytes()
 

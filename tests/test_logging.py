@@ -77,7 +77,8 @@ def fake_wandb(monkeypatch: pytest.MonkeyPatch) -> list[FakeRun]:
 
 
 def tiny_config(root: Path, work: Path, *extra: str) -> Any:
-    write_uda_root(root, source=2, target_train=0, size=(24, 32))
+    if not root.exists():  # a resumed run reads the same files (rewritten ones would be a change)
+        write_uda_root(root, source=2, target_train=0, size=(24, 32))
     return load_config(resolve_config_path("synth/source_only"), [
         f"data.source.root={root}/src", f"data.val.root={root}/tgt", "data.target=null", "data.batch_size=2",
         "data.num_workers=0", "train.iterations=2", "train.log_every=1", "train.checkpoint_every=0",
@@ -107,7 +108,7 @@ def test_train_log_holds_the_console_lines_and_every_logged_iteration(
     config = tiny_config(tmp_path / "data", tmp_path / "run", "name=tiny")
     run_training(config)
     console = capsys.readouterr()
-    assert console.err.splitlines()[0] == f"run tiny: 2 iterations, writing to {tmp_path / 'run'}"
+    assert console.out.splitlines()[0] == f"run tiny: 2 iterations, writing to {tmp_path / 'run'}"
     text = (tmp_path / "run" / "train.log").read_text()
     assert f"run tiny: 2 iterations, writing to {tmp_path / 'run'}" in text.splitlines()[0]
     assert "tiny iteration 1 train loss_source=" in text and "tiny iteration 2 val mIoU19=" in text

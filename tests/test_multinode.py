@@ -31,7 +31,7 @@ def source_only(root: Path, work: Path, *extra: str) -> Config:
     return load_config(resolve_config_path("synth/source_only"), overrides(root, work, FROZEN, *extra))
 
 
-def test_two_nodes_equal_one_process(data_root: Path, tmp_path: Path) -> None:
+def test_two_nodes_equal_one_process(data_root: Path, tmp_path: Path) -> None:  # noqa: F811 (the fixture)
     run_training(source_only(data_root, tmp_path / "init", "train.iterations=0"), device="cpu")
     run_training(source_only(data_root, tmp_path / "one"), device="cpu")
     launch_nodes(["drsl.cli", *train_argv(data_root, tmp_path / "two", FROZEN)], nodes=2, timeout=240)
@@ -109,7 +109,7 @@ def test_missing_ranks_are_listed_as_runs() -> None:
     assert describe_ranks([7, 1, 2, 3, 5]) == "ranks 1-3, 5, 7"
 
 
-def test_wait_settings_are_not_a_change_of_the_run(data_root: Path, tmp_path: Path) -> None:
+def test_wait_settings_are_not_a_change_of_the_run(data_root: Path, tmp_path: Path) -> None:  # noqa: F811 (the fixture)
     recorded = source_only(data_root, tmp_path)
     longer = source_only(data_root, tmp_path, "dist.start_timeout=900", "dist.collective_timeout=60", "seed=3")
     assert list(changes_from_recorded(recorded, longer)) == ["seed"]

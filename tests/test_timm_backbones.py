@@ -43,7 +43,7 @@ def overrides(root: Path, work: Path, *extra: str) -> list[str]:
     ("pvt_v2_b0", 32, "daformer", "patch_embed.proj.weight"),          # a transformer, at its own stride
 ])
 def test_timm_encoders_train_on_the_generated_benchmark(
-    name: str, stride: int, decoder: str, stem: str, synth_root: Path, tmp_path: Path
+    name: str, stride: int, decoder: str, stem: str, synth_root: Path, tmp_path: Path  # noqa: F811 (the fixture)
 ) -> None:
     weights = timm_file(name, tmp_path)
     config = load_config(resolve_config_path("synth/source_only"), overrides(

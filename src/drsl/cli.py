@@ -243,7 +243,7 @@ def _command_train(args: argparse.Namespace) -> int:
         raise ConfigError("--accept-changes applies to a resumed run: add --resume")
     if os.environ.get("RANK", "0") == "0":  # at once: importing torch and the models takes seconds
         length = "resuming" if resume else f"{config.train.iterations} iterations"
-        print(f"run {config.name}: {length}, writing to {config.work_dir}", file=sys.stderr, flush=True)
+        print(f"run {config.name}: {length}, writing to {config.work_dir}", flush=True)
     from drsl.engine.run_dir import continued_config
     from drsl.training import run_training
 

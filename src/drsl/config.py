@@ -427,6 +427,7 @@ class MixConfig:
     #: DAFormer's rows (pseudo_weight_ignore_top / _bottom: 15 and 120 of its 512-row crops, i.e.
     #: 0.0293 and 0.2344) so that a config keeps its meaning at any crop size.
     pseudo_ignore_top_share: Probability = 0.0
+    #: Share of the crop's rows at its bottom where the teacher's labels weigh 0 (see the top share).
     pseudo_ignore_bottom_share: Probability = 0.0
     #: The target pixels of the mixed crop that the DRSL regulariser reads (MMDL and mode
     #: alignment): those above ``confidence_threshold`` or every pixel the teacher labels.

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from drsl.config import ConfigError
+from drsl.errors import shorten
 
 T = TypeVar("T")
 
@@ -98,7 +99,7 @@ class Registry(dict[str, T], Generic[T]):
         found = self.find(name)
         if found is None:
             raise ConfigError(
-                f"config key '{key or self.key}': unknown {self.kind} {name!r} (registered: {', '.join(self.names())}; "
+                f"config key '{key or self.key}': unknown {self.kind} {shorten(name)} (registered: {', '.join(self.names())}; "
                 f"add one with custom_imports or the {self.group} entry-point group: docs/extending.md)"
             )
         return found
@@ -129,9 +130,9 @@ def import_modules(names: Iterable[str], where: str) -> None:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name is None or not (name == exc.name or name.startswith(f"{exc.name}.")):
-                raise ConfigError(f"{where}: importing module {name!r} failed: ModuleNotFoundError: {exc}") from None
+                raise ConfigError(f"{where}: importing module {shorten(name)} failed: ModuleNotFoundError: {exc}") from None
             raise ConfigError(
-                f"{where}: no module named {name!r} (install it, or put the folder that holds it on PYTHONPATH)"
+                f"{where}: no module named {shorten(name)} (install it, or put the folder that holds it on PYTHONPATH)"
             ) from None
         except Exception as exc:  # user code may raise anything while it is imported
-            raise ConfigError(f"{where}: importing module {name!r} failed: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(f"{where}: importing module {shorten(name)} failed: {type(exc).__name__}: {exc}") from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +220,7 @@ def run_training(
     if dist.is_main:
         line = start_line(config, plan.checkpoint)
         if announce:
-            echo(line, sys.stderr)
+            echo(line)
         else:
             text_only.info(line)
     try:
