@@ -43,13 +43,13 @@ SCOPES = (
     Scope("adapt.mix.drsl_target", lambda c: _regularised(c) and c.adapt.host == "mix",
           "adapt.method=drsl on the mixing host (adapt.host=mix)"),
     Scope("adapt.mix.", lambda c: _adapts(c) and c.adapt.host == "mix",
-          "the mixing host (adapt.host=mix) of adapt.method=cbst or drsl"),
+          "the mixing host (adapt.host=mix) of adapt.method=self_training or drsl"),
     Scope("adapt.ema_momentum", lambda c: _adapts(c) and c.adapt.host in ("online", "mix"),
-          "the online and mixing hosts (adapt.host=online or mix) of adapt.method=cbst or drsl"),
+          "the online and mixing hosts (adapt.host=online or mix) of adapt.method=self_training or drsl"),
     Scope("adapt.online_portion", lambda c: _adapts(c) and c.adapt.host == "online",
-          "the online host (adapt.host=online) of adapt.method=cbst or drsl"),
-    Scope("adapt.host", _adapts, "adapt.method=cbst or drsl"),
-    Scope("adapt.lambda_target", _adapts, "adapt.method=cbst or drsl"),
+          "the online host (adapt.host=online) of adapt.method=self_training or drsl"),
+    Scope("adapt.host", _adapts, "adapt.method=self_training or drsl"),
+    Scope("adapt.lambda_target", _adapts, "adapt.method=self_training or drsl"),
 )
 
 
