@@ -157,8 +157,9 @@ def confidence_score(threshold: float) -> float:
 
 
 def confident_pixels(score: Tensor, predicted: Tensor, threshold: float) -> Tensor:
-    """(B, H, W) bool: teacher confidence above ``threshold`` and not vetoed by a fusion rule."""
-    return (score > confidence_score(threshold)) & (predicted != IGNORE_INDEX)
+    """(B, H, W) bool: teacher confidence at or above ``threshold`` (DAFormer's ``ge``) and not
+    vetoed by a fusion rule."""
+    return (score >= confidence_score(threshold)) & (predicted != IGNORE_INDEX)
 
 
 def confident_share(confident: Tensor) -> Tensor:
