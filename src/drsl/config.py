@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from drsl.errors import shorten
+from drsl.errors import parse_problem, shorten
 from drsl.yaml_io import load_yaml
 
 
@@ -698,7 +698,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {parse_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -750,7 +750,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        problem = shorten(" ".join(str(exc).split()), 300, quote=False)
+        problem = parse_problem(exc)
         raise ConfigError(f"command-line override {shorten(text)}: the value is not valid YAML ({problem})") from None
     return key.strip().split("."), value
 

@@ -33,6 +33,11 @@ def shorten(value: object, limit: int = MAX_ECHO, quote: bool = True) -> str:
     return text if len(text) <= limit + 3 else text[:limit] + "..."
 
 
+def parse_problem(exc: BaseException) -> str:
+    """A parser's message (YAML, JSON) on one line, cut to 300 characters, for an error message."""
+    return shorten(" ".join(str(exc).split()), 300, quote=False)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the file and the reason."""
 

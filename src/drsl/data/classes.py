@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from drsl.config import Config, ConfigError
-from drsl.errors import shorten
+from drsl.errors import parse_problem, shorten
 from drsl.data.labels import IGNORE_INDEX, lookup_table
 from drsl.fileio import atomic_write_text
 from drsl.plugins import Registry
@@ -256,7 +256,7 @@ def _parse_file(path: Path, mtime_ns: int, size: int) -> ClassSet:
     except UnicodeDecodeError:
         raise ConfigError(f"class file {path} is not a UTF-8 text file (a binary file?)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"class file {path} is not valid YAML: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
+        raise ConfigError(f"class file {path} is not valid YAML: {parse_problem(exc)}") from None
     return parse_class_set(data, str(path))
 
 

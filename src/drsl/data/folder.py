@@ -27,7 +27,7 @@ from drsl.data.classes import IDS_MAPPING, ClassSet
 from drsl.data.errors import DataError
 from drsl.data.io import IMAGE_SUFFIXES, read_label
 from drsl.data.labels import IGNORE_INDEX
-from drsl.errors import shorten
+from drsl.errors import parse_problem, shorten
 from drsl.yaml_io import load_yaml
 
 CLASS_MAP_NAMES = ("class_map.yaml", "class_map.yml", "class_map.json")
@@ -45,7 +45,7 @@ def read_class_map(path: str | Path, classes: ClassSet) -> dict[int, int]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise DataError(path, f"class map cannot be parsed: {shorten(' '.join(str(exc).split()), 300, quote=False)}") from None
+        raise DataError(path, f"class map cannot be parsed: {parse_problem(exc)}") from None
     if not isinstance(data, dict) or not data:
         raise DataError(path, "class map must be a non-empty mapping of raw value -> class id or name")
     mapping: dict[int, int] = {}
