@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,7 +28,7 @@ from drsl.adaptation.pseudo_labels import PseudoLabelQuality, PseudoLabelWriter,
 from drsl.adaptation.pseudo_labels.writer import FORMAT, QUALITY
 from drsl.config import Config, EvalConfig
 from drsl.data.base import SegmentationDataset
-from drsl.data.digest import images_digest
+from drsl.data.digest import data_digest, images_digest
 from drsl.engine.distributed import DistInfo, barrier
 from drsl.engine.logging import progress as progress_bar
 from drsl.engine.trainer import AMP_DTYPES, autocast, conv_settings
@@ -65,7 +64,7 @@ def pass_fingerprint(
         "target": {"root": str(dataset.root), "images": images_digest(dataset.samples),
                    "resize": getattr(dataset, "resize", None)},
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return data_digest(settings)
 
 
 class LabelMaps(NamedTuple):

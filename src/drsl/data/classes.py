@@ -32,8 +32,8 @@ import numpy as np
 import yaml
 
 from drsl.config import Config, ConfigError
-from drsl.errors import parse_problem, shorten
 from drsl.data.labels import IGNORE_INDEX, lookup_table
+from drsl.errors import parse_problem, shorten
 from drsl.fileio import atomic_write_text
 from drsl.plugins import Registry
 from drsl.yaml_io import load_yaml

@@ -10,9 +10,11 @@ reads a file (measured in docs/reliability.md against a pseudo-labelling pass).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from drsl.data.base import Sample
 
@@ -41,6 +43,11 @@ def files_digest(named_paths: Iterable[tuple[str, Path | None]]) -> str:
     for name, path in named_paths:
         digest.update(f"{name}\0{file_digest(path) if path is not None else '-'}\n".encode())
     return digest.hexdigest()
+
+
+def data_digest(data: Any) -> str:
+    """SHA-256 (hex) of plain data as JSON with sorted keys (other values by their ``str``)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def images_digest(samples: Sequence[Sample]) -> str:

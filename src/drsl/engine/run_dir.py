@@ -13,7 +13,6 @@ unless a change is explicitly allowed. :func:`plan_run` decides all of this with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,14 +29,14 @@ from typing import Any
 
 import yaml
 
-from drsl.engine.outputs import RECORD, run_outputs
-from drsl.fileio import not_a_file
 from drsl.config import Config, apply_overrides, config_diff, config_from_dict, config_to_dict, dump_config
+from drsl.data.digest import data_digest
 from drsl.engine.checkpoint import LATEST, load_checkpoint
+from drsl.engine.outputs import RECORD, run_outputs
 from drsl.engine.run_inputs import changed_inputs
-from drsl.errors import RunDirError, shorten
 from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
-from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, remove_temporary_files
+from drsl.errors import RunDirError, shorten
+from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, not_a_file, remove_temporary_files
 from drsl.yaml_io import load_yaml
 
 log = logging.getLogger("drsl")
@@ -96,7 +95,7 @@ def environment() -> dict[str, object]:
 def config_hash(config: Config) -> str:
     """A short hash of everything in the config but ``work_dir`` (a moved run is the same run)."""
     data = {k: v for k, v in config_to_dict(config).items() if k != "work_dir"}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return data_digest(data)[:16]
 
 
 def _now() -> str:

@@ -8,20 +8,18 @@ regenerated under the same names, are named and refused instead of being adopted
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from drsl.data.base import SegmentationDataset
 from drsl.data.classes import ClassSet
-from drsl.data.digest import samples_digest
+from drsl.data.digest import data_digest, samples_digest
 from drsl.errors import shorten
 
 
 def class_set_digest(classes: ClassSet) -> str:
     """Digest of a class set's content (names, colours, subsets, mappings)."""
-    return hashlib.sha256(json.dumps(classes.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return data_digest(classes.to_dict())[:32]
 
 
 def input_record(
