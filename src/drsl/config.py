@@ -408,7 +408,7 @@ class DRSLConfig:
 class MixConfig:
     """The mixing host (DACS, Tranheden et al. 2021; DAFormer, Hoyer et al. 2022)."""
 
-    #: Teacher confidence above which a target pixel counts as confident; the teacher-labelled
+    #: Teacher confidence at or above which a target pixel counts as confident; the teacher-labelled
     #: pixels of a batch weigh its share of confident pixels (DAFormer's pseudo_threshold).
     confidence_threshold: Annotated[float, Bounds(0, 1, high_open=True)] = 0.968
     #: Strong augmentation of the mixed image (kornia 0.5's ColorJitter, as DAFormer): with
@@ -430,7 +430,7 @@ class MixConfig:
     #: Share of the crop's rows at its bottom where the teacher's labels weigh 0 (see the top share).
     pseudo_ignore_bottom_share: Probability = 0.0
     #: The target pixels of the mixed crop that the DRSL regulariser reads (MMDL and mode
-    #: alignment): those above ``confidence_threshold`` or every pixel the teacher labels.
+    #: alignment): those at or above ``confidence_threshold`` or every pixel the teacher labels.
     drsl_target: Literal["confident", "all"] = "confident"
 
 

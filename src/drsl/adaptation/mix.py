@@ -5,7 +5,7 @@ labels the clean (geometric-only augmented) target crop; ClassMix pastes the pix
 classes of each source crop onto its target crop; the mixed image is strongly augmented. The
 student sees the source crops and the mixed crops in two forwards (so BatchNorm normalises each
 batch by itself) and learns the source labels and the mixed labels, the pasted pixels at weight 1
-and the teacher-labelled pixels at the batch's share of confident pixels (above
+and the teacher-labelled pixels at the batch's share of confident pixels (at or above
 ``adapt.mix.confidence_threshold``), 0 in the ignored top and bottom rows; each cross-entropy
 averages over all pixels of its crops (mmsegmentation 0.x). With DRSL, the regulariser sees the
 source crops and the pasted pixels as source, the confidently labelled target pixels of the mixed

@@ -118,12 +118,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def latest_checkpoint(work_dir: str | Path) -> Path | None:
-    """``work_dir/checkpoints/latest.pt`` if it exists."""
-    path = Path(work_dir) / "checkpoints" / LATEST
-    return path if path.is_file() else None
-
-
 def prune_checkpoints(folder: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest ``iter_N.pt`` files in ``folder``."""
     numbered = sorted(
