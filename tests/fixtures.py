@@ -7,6 +7,7 @@ ids independently. Sizes are (height, width).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -201,6 +202,24 @@ def write_uda_root(root: str | Path, *, source: int, target_train: int, size: tu
         write_cityscapes(root / "tgt", "train", per_city=target_train, size=size)
     write_cityscapes(root / "tgt", "val", per_city=1, size=size)
     return root
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path) and the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def train_args(root: Path, work: Path, iterations: int = 2) -> list[str]:
+    """Overrides of a few-second source-only run on :func:`write_uda_root`'s data (light network,
+    batch 2, 32x32 crops, a checkpoint and a log line every iteration) writing to ``work``."""
+    return [
+        f"data.source.root={root}/src", f"data.val.root={root}/tgt", "data.target=null",
+        "data.batch_size=2", "data.num_workers=0", f"train.iterations={iterations}", "model.light_width=1",
+        "data.source_augment.crop_size=[32,32]", "train.checkpoint_every=1", "train.log_every=1", f"work_dir={work}",
+    ]
 
 
 def write_folder(

@@ -4,7 +4,6 @@ the field (C); sizes and resources are bounded before any work, and echoed value
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from drsl.data.classes import CLASS_SET_DIR, bind_class_set, load_class_set
 from drsl.data.digest import SAMPLE_BYTES, file_digest
 from drsl.data.registry import build_dataset
 from drsl.yaml_io import MAX_ALIAS_EXPANSION, load_yaml
-from fixtures import random_image, save_image, write_uda_root
+from fixtures import file_hashes, random_image, save_image, train_args, write_uda_root
 
 SOURCE_ONLY = "synth/source_only"
 
@@ -45,19 +44,6 @@ def one_line_error(code: int, err: str) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_uda_root(tmp_path_factory.mktemp("hostile"), source=4, target_train=2, size=(40, 40))
-
-
-def base(root: Path, work: Path, iterations: int = 2) -> list[str]:
-    return [
-        f"data.source.root={root}/src", f"data.val.root={root}/tgt", "data.target=null",
-        "data.batch_size=2", "data.num_workers=0", f"train.iterations={iterations}", "model.light_width=1",
-        "data.source_augment.crop_size=[32,32]", "train.checkpoint_every=1", "train.log_every=1", f"work_dir={work}",
-    ]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def as_killed(work: Path) -> None:
@@ -116,7 +102,7 @@ def killed_run(data: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     classes = tmp_path / "classes.yaml"
     shutil.copy(CLASS_SET_DIR / "cityscapes19.yaml", classes)
     work = tmp_path / "run"
-    argv = [*base(data, work), f"data.classes={classes}"]
+    argv = [*train_args(data, work), f"data.classes={classes}"]
     assert main(["train", SOURCE_ONLY, *argv]) == 0
     as_killed(work)
     return work, argv
@@ -128,11 +114,11 @@ def test_resume_refuses_a_changed_class_file(killed_run: tuple[Path, list[str]],
     text = classes.read_text()
     classes.write_text(text.replace("name: road", "name: TMP").replace("name: sidewalk", "name: road")
                        .replace("name: TMP", "name: sidewalk"))
-    before = snapshot(work)
+    before = file_hashes(work)
     line = one_line_error(*run_cli(["train", SOURCE_ONLY, f"work_dir={work}", "--resume"], capsys))
     assert "class set" in line and str(classes) in line and "--accept-changes" in line
     assert "id 0: 'road' -> 'sidewalk', id 1: 'sidewalk' -> 'road'" in line
-    assert snapshot(work) == before  # classes.yaml of the run untouched
+    assert file_hashes(work) == before  # classes.yaml of the run untouched
     assert main(["train", SOURCE_ONLY, f"work_dir={work}", "--resume", "--accept-changes"]) == 0
     record = json.loads((work / "run.json").read_text())
     assert "class set" in record["history"][-1]["accepted_changes"][0]
@@ -172,10 +158,10 @@ def test_a_change_the_restored_optimizer_would_override_is_refused(
     change: str, killed_run: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str],
 ) -> None:
     work, _ = killed_run
-    before = snapshot(work)
+    before = file_hashes(work)
     line = one_line_error(*run_cli(["train", SOURCE_ONLY, f"work_dir={work}", "--resume", "--change-config", change], capsys))
     assert change.split("=")[0] in line and "would not take effect" in line
-    assert snapshot(work) == before
+    assert file_hashes(work) == before
 
 
 def test_a_cbst_resume_never_reuses_maps_of_replaced_target_images(data: Path, tmp_path: Path,
@@ -183,7 +169,7 @@ def test_a_cbst_resume_never_reuses_maps_of_replaced_target_images(data: Path, t
     target = tmp_path / "tgt"
     shutil.copytree(data / "tgt", target)
     work = tmp_path / "cbst"
-    argv = [*(a for a in base(data, work, iterations=4) if a != "data.target=null"), f"data.target.root={target}",
+    argv = [*(a for a in train_args(data, work, iterations=4) if a != "data.target=null"), f"data.target.root={target}",
             "data.target_augment.crop_size=[32,32]",
             "init_checkpoint=null", "adapt.rounds=2", "data.source_sampling.mode=uniform"]
     assert main(["train", "synth/cbst", *argv]) == 0
@@ -236,7 +222,7 @@ def test_class_file_fields_are_checked(content: str, field: str, tmp_path: Path)
 def test_class_file_that_is_not_utf8(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(CLASS.replace("road", "straße").encode("latin-1"))
-    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *base(data, tmp_path / "w"), f"data.classes={path}"], capsys))
+    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *train_args(data, tmp_path / "w"), f"data.classes={path}"], capsys))
     assert str(path) in line and "UTF-8" in line
     assert not (tmp_path / "w").exists()
 
@@ -264,14 +250,14 @@ def test_checkpoint_entries_are_checked(state: dict, entry: str, tmp_path: Path,
 def test_a_stored_class_set_of_the_wrong_shape(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "init.pt"
     torch.save({"model": {}, "classes": {"name": "x", "classes": "road, sky"}}, path)
-    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *base(data, tmp_path / "w"), f"init_checkpoint={path}"], capsys))
+    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *train_args(data, tmp_path / "w"), f"init_checkpoint={path}"], capsys))
     assert str(path) in line and "classes" in line
 
 
 def test_weights_file_with_non_text_keys(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "weights.pth"
     torch.save({0: torch.zeros(1)}, path)
-    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *base(data, tmp_path / "w"), f"model.pretrained={path}"], capsys))
+    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *train_args(data, tmp_path / "w"), f"model.pretrained={path}"], capsys))
     assert str(path) in line and "dict of tensors" in line
 
 
@@ -335,18 +321,18 @@ def test_sizes_beyond_the_machine_or_the_network_are_refused_before_work(
 ) -> None:
     work = tmp_path / "w"
     extra = ["model.decoder=deeplabv3plus"] if "decoder_channels" in override else []
-    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *base(data, work), *extra, override], capsys))
+    line = one_line_error(*run_cli(["train", SOURCE_ONLY, *train_args(data, work), *extra, override], capsys))
     assert key in line
     assert not work.exists()
 
 
 def test_batch_of_one_trains_with_frozen_batchnorm(data: Path, tmp_path: Path) -> None:
-    assert main(["train", SOURCE_ONLY, *base(data, tmp_path / "w"), "data.batch_size=1", "model.freeze_bn=true"]) == 0
+    assert main(["train", SOURCE_ONLY, *train_args(data, tmp_path / "w"), "data.batch_size=1", "model.freeze_bn=true"]) == 0
 
 
 def test_a_scale_that_leaves_a_few_pixels_is_refused(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "w"
-    assert main(["train", SOURCE_ONLY, *base(data, work)]) == 0
+    assert main(["train", SOURCE_ONLY, *train_args(data, work)]) == 0
     out = tmp_path / "eval.json"
     line = one_line_error(*run_cli(["evaluate", str(work / "checkpoints" / "latest.pt"), "--scales", "1e-9",
                                     "--out", str(out)], capsys))

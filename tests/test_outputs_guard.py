@@ -4,7 +4,6 @@ that cannot take effect")."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from drsl.data.classes import bind_class_set, load_class_set
 from drsl.engine.outputs import check_output, is_run_folder, run_outputs, run_owner
 from drsl.errors import OutputError
 from drsl.fileio import not_a_file, walk_files
-from fixtures import random_image, save_image, write_folder, write_gta5
+from fixtures import file_hashes, random_image, save_image, write_folder, write_gta5
 from test_predict import train_tiny_runs
 
 
@@ -33,14 +32,6 @@ from test_predict import train_tiny_runs
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Fixture data (``src``, ``tgt``) and two finished 2-iteration runs: source_only and drsl."""
     return train_tiny_runs(tmp_path_factory.mktemp("guard"))
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` and the hash of its bytes."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
-    }
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -78,7 +69,7 @@ def test_mistaken_commands_change_no_file_of_a_finished_run(
     (tmp_path / "not_a_run").mkdir()
     (tmp_path / "prev" / "labels").mkdir(parents=True)
     (tmp_path / "prev" / "labels" / "00001.png").write_bytes((root / "src" / "images" / "00001.png").read_bytes())
-    before = {path: checksums(path) for path in (run, other, root / "src")}
+    before = {path: file_hashes(path) for path in (run, other, root / "src")}
     mistakes = [
         ["evaluate", str(ckpt), "--out", str(ckpt)],
         ["evaluate", str(ckpt), "--out", str(run / "eval.json")],
@@ -112,7 +103,7 @@ def test_mistaken_commands_change_no_file_of_a_finished_run(
     for argv in mistakes:
         code, err = run_cli(argv, capsys)
         assert one_line_error(code, err), (argv, code, err)
-    assert {path: checksums(path) for path in before} == before
+    assert {path: file_hashes(path) for path in before} == before
 
 
 def test_an_output_is_never_an_input(tmp_path: Path) -> None:
