@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import re
 import reprlib
+from collections.abc import Sequence
 
 #: How torch re-raises an exception from a DataLoader worker: a new exception of the same class
 #: (or a RuntimeError, when the class cannot be built from one string) whose message is
@@ -31,6 +32,18 @@ def shorten(value: object, limit: int = MAX_ECHO, quote: bool = True) -> str:
     brief.maxlist = brief.maxtuple = brief.maxdict = brief.maxset = 8
     text = brief.repr(value)
     return text if len(text) <= limit + 3 else text[:limit] + "..."
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def listed(items: Sequence[object], limit: int) -> str:
+    """The first ``limit`` of ``items``, comma-separated, and "(+N more)" for the rest."""
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 def parse_problem(exc: BaseException) -> str:

@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
-from drsl.errors import CheckpointError, shorten
-from drsl.fileio import atomic_write_bytes
-from drsl.fileio import not_a_file
+from drsl.errors import CheckpointError, first_line, shorten
+from drsl.fileio import atomic_write_bytes, not_a_file
 
 LATEST = "latest.pt"
 _ITER_NAME = re.compile(r"^iter_(\d+)\.pt$")
@@ -44,7 +43,7 @@ def load_failure(path: str | Path, exc: Exception) -> str:
                 "are read as tensors and plain data only")
     if isinstance(exc, (pickle.UnpicklingError, KeyError, ValueError)) or "zip archive" in text:
         return "not a PyTorch checkpoint (unrecognised content)"
-    return f"unreadable ({text.strip().splitlines()[0] if text.strip() else type(exc).__name__})"
+    return f"unreadable ({first_line(exc)})"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from drsl.config import ConfigError, DistConfig
 from drsl.engine.rendezvous import join
+from drsl.errors import first_line
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,8 @@ def init_distributed(device: str = "auto", config: DistConfig | None = None) -> 
                 timeout=timedelta(seconds=config.collective_timeout),
             )
         except (ValueError, RuntimeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
-                f"cannot join the process group of WORLD_SIZE={world_size} ({reason}): launch with torchrun, "
+                f"cannot join the process group of WORLD_SIZE={world_size} ({first_line(exc)}): launch with torchrun, "
                 "or unset WORLD_SIZE and RANK to run a single process"
             ) from None
     if use_cuda:

@@ -19,7 +19,7 @@ from datetime import timedelta
 import torch.distributed as dist
 
 from drsl.config import DistConfig
-from drsl.errors import DistributedError
+from drsl.errors import DistributedError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,6 @@ def describe_ranks(ranks: list[int]) -> str:
             runs.append([rank])
     parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
     return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(parts)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _wait_for_listener(address: str, port: int, deadline: float, fail: str) -> None:
@@ -88,7 +83,7 @@ def join(rank: int, world_size: int, address: str, port: int, config: DistConfig
         )
     except (RuntimeError, ValueError) as exc:
         action = "serve the store" if serves else "reach the store"
-        raise DistributedError(f"rank {rank} cannot {action} at {where} ({_first_line(exc)})") from None
+        raise DistributedError(f"rank {rank} cannot {action} at {where} ({first_line(exc)})") from None
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     checkin = dist.PrefixStore(f"drsl.start/{restart}/{next(_joins)}/", store)
     try:
