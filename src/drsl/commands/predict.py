@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from drsl.data.errors import DataError
 from drsl.commands import options
 from drsl.commands.help import add_device
+from drsl.data.errors import DataError
 from drsl.data.io import IMAGE_SUFFIXES, image_size, read_image
 from drsl.data.video import is_video
 from drsl.engine.logging import progress
 from drsl.engine.outputs import check_output
+from drsl.errors import listed
 from drsl.fileio import atomic_write_bytes, atomic_write_png, not_a_file, walk_files
-from drsl.viz.overlay import colorize_modes, confidence_to_uint8, label_overlay
 from drsl.viz.grid import Tile, labelled_grid
+from drsl.viz.overlay import colorize_modes, confidence_to_uint8, label_overlay
 
 if TYPE_CHECKING:
     from drsl.api import SegmentationModel
@@ -303,10 +304,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"wrote {frames} frame(s) of {video.path} to {out_dir / 'overlay' / (video.name + '.mp4')}")
     if found.ignored:
-        shown = ", ".join(str(path) for path in found.ignored[:5])
-        more = f" and {len(found.ignored) - 5} more" if len(found.ignored) > 5 else ""
         print(f"drsl predict: ignored {len(found.ignored)} file(s) in input folders that are not images or "
-              f"videos by their suffix: {shown}{more}", file=sys.stderr)
+              f"videos by their suffix: {listed(found.ignored, 5)}", file=sys.stderr)
     for message in problems:
         print(f"drsl predict: skipped {message}", file=sys.stderr)
     failed = f"; {len(problems)} input(s) failed" if problems else ""

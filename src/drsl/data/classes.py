@@ -33,7 +33,7 @@ import yaml
 
 from drsl.config import Config, ConfigError
 from drsl.data.labels import IGNORE_INDEX, lookup_table
-from drsl.errors import parse_problem, shorten
+from drsl.errors import listed, parse_problem, shorten
 from drsl.fileio import atomic_write_text
 from drsl.plugins import Registry
 from drsl.yaml_io import load_yaml
@@ -320,7 +320,7 @@ def bind_class_set(config: Config, classes: ClassSet | None = None) -> ClassSet:
     if declared is not None and declared != classes.num_classes:
         raise ConfigError(
             f"model.num_classes={declared} disagrees with data.classes={config.data.classes} "
-            f"({classes.num_classes} classes: {', '.join(classes.names[:8])}{', ...' if classes.num_classes > 8 else ''})"
+            f"({classes.num_classes} classes: {listed(classes.names, 8)})"
         )
     config.model.num_classes = classes.num_classes
     if not config.data.eval_subsets:

@@ -35,7 +35,7 @@ from drsl.engine.checkpoint import LATEST, load_checkpoint
 from drsl.engine.outputs import RECORD, run_outputs
 from drsl.engine.run_inputs import changed_inputs
 from drsl.engine.run_lock import LOCK_NAME, RunLock, lock_holder
-from drsl.errors import RunDirError, shorten
+from drsl.errors import RunDirError, listed, shorten
 from drsl.fileio import atomic_write_json, atomic_write_text, check_writable, not_a_file, remove_temporary_files
 from drsl.yaml_io import load_yaml
 
@@ -263,8 +263,8 @@ def _refuse_occupied(found: Occupant, overwrite: bool) -> str:
         return "start"
     if not found.is_run:
         raise RunDirError(
-            f"work_dir {found.path} is not empty and holds no drsl run ({', '.join(found.entries[:3])}"
-            f"{', ...' if len(found.entries) > 3 else ''}): choose another work_dir"
+            f"work_dir {found.path} is not empty and holds no drsl run ({listed(found.entries, 3)}): "
+            "choose another work_dir"
         )
     if not overwrite:
         continued = ": continue it with --resume" if found.checkpoint is not None else (
@@ -408,9 +408,8 @@ class RunDirectory:
                 folder.rmdir()
         kept = sorted(entry.name for entry in self.path.iterdir() if entry.name not in (LOCK_NAME, RECORD))
         names = self._relative(removed)
-        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-        log.warning("%s: deleted what its previous run wrote (%s)%s", self.path, shown or "nothing",
-                    f"; kept what drsl did not write: {', '.join(kept)}" if kept else "")
+        log.warning("%s: deleted what its previous run wrote (%s)%s", self.path, listed(names, 8) or "nothing",
+                    f"; kept what drsl did not write: {listed(kept, 8)}" if kept else "")
         return {"removed": names, "kept": kept}
 
     def __enter__(self) -> RunDirectory:

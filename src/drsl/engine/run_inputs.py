@@ -14,7 +14,7 @@ from typing import Any
 from drsl.data.base import SegmentationDataset
 from drsl.data.classes import ClassSet
 from drsl.data.digest import data_digest, samples_digest
-from drsl.errors import shorten
+from drsl.errors import listed, shorten
 
 
 def class_set_digest(classes: ClassSet) -> str:
@@ -64,4 +64,4 @@ def _class_change(before: list[str] | None, now: list[str]) -> str:
     if len(before) != len(now):
         return f"{len(before)} -> {len(now)} classes"
     moved = [f"id {i}: {shorten(old)} -> {shorten(new)}" for i, (old, new) in enumerate(zip(before, now)) if old != new]
-    return ", ".join(moved[:3]) + (f" (+{len(moved) - 3} more)" if len(moved) > 3 else "")
+    return listed(moved, 3)

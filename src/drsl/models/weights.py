@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from drsl.engine.checkpoint import load_failure
-from drsl.errors import WeightsError
+from drsl.errors import WeightsError, listed
 from drsl.fileio import not_a_file
 
 #: Prefixes that public checkpoints put in front of encoder keys.
@@ -100,8 +100,7 @@ def load_matching(module: nn.Module, state: dict[str, Tensor], source: str) -> N
         parts = []
         for title, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape)):
             if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{title}: {', '.join(items[:5])}{more}")
+                parts.append(f"{title}: {listed(items, 5)}")
         raise WeightsError(
             f"weights in {source} do not fit the {type(module).__name__}: " + "; ".join(parts)
         )
