@@ -21,6 +21,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from drsl.config import Config
+from drsl.engine.logging import TEXT_LOG
+from drsl.engine.run_lock import LOCK_NAME
 from drsl.errors import OutputError
 from drsl.fileio import check_writable
 
@@ -47,9 +49,9 @@ RUN_ENTRIES = (
     RunEntry(RECORD, "its run record"),
     RunEntry("config.yaml", "its config"),
     RunEntry("environment.json", "its software record"),
-    RunEntry(".lock", "its lock"),
+    RunEntry(LOCK_NAME, "its lock"),
     RunEntry("metrics.jsonl", "its training log"),
-    RunEntry("train.log", "its console log"),
+    RunEntry(TEXT_LOG, "its console log"),
     RunEntry("eval.json", "its evaluation"),
     RunEntry("classes.yaml", "its class set"),
     RunEntry("source_class_counts.json", "its source class statistics"),
