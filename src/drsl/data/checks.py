@@ -190,7 +190,7 @@ def check_validation_masks(dataset: SegmentationDataset, seconds: float = VAL_CH
     one stops the run at once and not at its first evaluation; returns how many were checked.
 
     Masks are read by a few threads in a fixed random order, which spreads them over the set, for
-    up to ``seconds`` (the rest are read at evaluation, as before); the first holding values outside
+    up to ``seconds`` (the rest are read at evaluation); the first holding values outside
     the class set's mapping, or unreadable, is a DataError naming it. Sizes were compared with the
     images' when the dataset was built.
     """
