@@ -153,6 +153,11 @@ class SegmentationModel:
         return modes[0, 0].to(torch.uint8).cpu().numpy()
 
 
+def _student_weights(state: dict[str, Any]) -> dict[str, Tensor]:
+    """A checkpoint's model weights without the EMA teacher's (inference uses the student)."""
+    return {k: v for k, v in state["model"].items() if not k.startswith("teacher.")}
+
+
 def load_model(
     checkpoint: str | Path,
     config: str | Path | None = None,
@@ -168,10 +173,9 @@ def load_model(
     cfg.init_checkpoint = None
     cfg.model.pretrained = None
     module = build_module(dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, host="rounds")))
-    weights = {k: v for k, v in state["model"].items() if not k.startswith("teacher.")}
     from drsl.models.weights import load_matching
 
-    load_matching(module, weights, str(checkpoint))
+    load_matching(module, _student_weights(state), str(checkpoint))
     return SegmentationModel(module, cfg, classes, torch.device("cuda" if wants_cuda(device) else "cpu"))
 
 
@@ -179,7 +183,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Write a slim inference checkpoint: weights (no teacher, no optimizer), config, class set."""
     state = load_checkpoint(checkpoint)
     slim = {
-        "model": {k: v for k, v in state["model"].items() if not k.startswith("teacher.")},
+        "model": _student_weights(state),
         "config": state.get("config", {}),
         "iteration": state.get("iteration", 0),
         **({"classes": state["classes"]} if state.get("classes") else {}),
