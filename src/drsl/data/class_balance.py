@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from drsl.config import ConfigError
 from drsl.engine.distributed import barrier
 from drsl.engine.logging import progress
+from drsl.engine.seeding import derived_seed
 from drsl.fileio import atomic_write_json
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class RareClassCrops(Dataset):
         for attempt in range(1, self.sampling.max_recrops + 1):
             if int((crop["label"] == cls).sum()) > self.sampling.min_crop_pixels[index]:
                 break
-            crop = self.view.augment(dict(sample), int(np.random.default_rng([sample_seed, attempt]).integers(2**31)))
+            crop = self.view.augment(dict(sample), derived_seed(sample_seed, attempt))
         return crop
 
 

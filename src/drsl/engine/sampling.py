@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from drsl.engine.seeding import derived_seed
+
 #: Draws of one epoch, from its generator and the dataset size: (indices, classes).
 EpochDraw = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
@@ -50,7 +52,7 @@ class ResumableSampler(Sampler[tuple[int, ...]]):
             if position // self.num_samples != epoch:
                 epoch = position // self.num_samples
                 indices, classes = self._epoch(epoch)
-            sample_seed = int(np.random.default_rng([self.seed, epoch, position]).integers(2**31))
+            sample_seed = derived_seed(self.seed, epoch, position)
             at = position % self.num_samples
             yield (int(indices[at]), sample_seed) if classes is None else (int(indices[at]), sample_seed, int(classes[at]))
             position += self.world_size

@@ -9,6 +9,11 @@ import numpy as np
 import torch
 
 
+def derived_seed(*keys: int) -> int:
+    """A seed in [0, 2**31) drawn from integer keys (for example a sample's seed and a retry)."""
+    return int(np.random.default_rng(list(keys)).integers(2**31))
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch; optionally ask torch for deterministic algorithms.
 
