@@ -739,7 +739,7 @@ def _base_path(base: str, including: Path) -> Path:
     try:
         return packaged_config_path(base[len(PACKAGED_SCOPE):])
     except ConfigError as exc:
-        raise ConfigError(f"config file {including}: _base_ {base!r}: {exc}") from None
+        raise ConfigError(f"config file {including}: _base_ {shorten(base)}: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -118,7 +118,7 @@ class Registry(dict[str, T], Generic[T]):
         except Exception as exc:  # plug-in code may raise anything while it is imported
             raise ConfigError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
         if not self.accepts(entry):
-            raise ConfigError(f"{where} gives {entry!r}, not {self.expects}")
+            raise ConfigError(f"{where} gives {shorten(entry)}, not {self.expects}")
         return entry
 
 

@@ -267,7 +267,7 @@ def load_class_set(spec: str) -> ClassSet:
     if path.is_file():
         return _load_file(path.resolve())
     if registered is not None:
-        raise ConfigError(f"data.classes={spec!r}: the class file {path} it is registered with does not exist")
+        raise ConfigError(f"data.classes={shorten(spec)}: the class file {path} it is registered with does not exist")
     raise ConfigError(
         f"data.classes={shorten(spec)} is neither a class file nor a registered class set "
         f"({', '.join(CLASS_SETS.names())})"

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from drsl.config import ConfigError
+from drsl.errors import shorten
 from drsl.models.interfaces import Encoder, InputNorm
 
 #: Maps finer than this stride are computed but not handed to the decoder (the stride-2 stem output).
@@ -26,7 +27,7 @@ def check_model_name(name: str) -> None:
     """A ConfigError unless timm knows the model ``name``."""
     if not name or not timm.is_model(name):
         raise ConfigError(
-            f"config key 'model.backbone': timm has no model {name!r} "
+            f"config key 'model.backbone': timm has no model {shorten(name)} "
             "(timm.list_models() lists them; write model.backbone: timm/NAME)"
         )
 
