@@ -92,10 +92,13 @@ def source_batches(ctx: RunContext) -> Iterator[Any]:
     return batches(ctx.source, config, config.seed, ctx.trainer.iteration, ctx.dist, ctx.source_sampling)
 
 
-def joint_batches(source: Iterator[Any], target: Iterator[Any]) -> Iterator[dict[str, Any]]:
-    """Pairs of source and target batches."""
-    for source_batch, target_batch in zip(source, target):
-        yield {"source": source_batch, "target": target_batch}
+def joint_batches(ctx: RunContext, target: Dataset) -> Iterator[dict[str, Any]]:
+    """Pairs ``{"source", "target"}`` of :func:`source_batches` and batches of the ``target`` view
+    (seeded apart from the source's), from the trainer's current iteration."""
+    config = ctx.config
+    source = source_batches(ctx)
+    target_batches = batches(target, config, config.seed + 1, ctx.trainer.iteration, ctx.dist)
+    return ({"source": s, "target": t} for s, t in zip(source, target_batches))
 
 
 def hide_target_labels(sample: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from drsl.adaptation.classmix import (
     pseudo_weights,
     step_generator,
 )
-from drsl.adaptation.context import RunContext, batches, hide_target_labels, joint_batches, source_batches
+from drsl.adaptation.context import RunContext, hide_target_labels, joint_batches
 from drsl.adaptation.pseudo_label_pass import report_teacher_quality
 from drsl.adaptation.pseudo_labels import LEVELS_PER_NAT
 from drsl.adaptation.self_training import SelfTrainingModule, segmentation_loss, to_float_images
@@ -132,9 +132,8 @@ def run_mix(ctx: RunContext) -> None:
     clean = dataclasses.replace(config.data.target_augment, photometric=False)
     geometric = build_train_transform(clean)  # the teacher labels clean crops
     view = SeededView(ctx.target, geometric, prepare=hide_target_labels)  # type: ignore[arg-type]
-    start = ctx.trainer.iteration
     ctx.trainer.fit(
-        joint_batches(source_batches(ctx), batches(view, config, config.seed + 1, start, ctx.dist)),
+        joint_batches(ctx, view),
         until=config.train.iterations,
         after_step=lambda _: module.teacher.update(module.student_parts()),  # type: ignore[union-attr]
         description="mix",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from drsl.adaptation.context import RunContext, batches, hide_target_labels, joint_batches, source_batches
+from drsl.adaptation.context import RunContext, hide_target_labels, joint_batches
 from drsl.adaptation.pseudo_label_pass import report_teacher_quality
 from drsl.adaptation.pseudo_labels import select_class_balanced
 from drsl.data.transforms import build_train_transform
@@ -19,12 +19,8 @@ def run_online(ctx: RunContext) -> None:
     config, module = ctx.config, ctx.module
     assert module.teacher is not None, "the online host needs an EMA teacher"
     view = SeededView(ctx.target, build_train_transform(config.data.target_augment), prepare=hide_target_labels)  # type: ignore[arg-type]
-    start = ctx.trainer.iteration
     ctx.trainer.fit(
-        joint_batches(
-            source_batches(ctx),
-            batches(view, config, config.seed + 1, start, ctx.dist),
-        ),
+        joint_batches(ctx, view),
         until=config.train.iterations,
         after_step=lambda _: module.teacher.update(module.student_parts()),  # type: ignore[union-attr]
         description="online",

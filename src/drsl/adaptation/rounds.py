@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from drsl.adaptation.context import RunContext, batches, joint_batches, source_batches
+from drsl.adaptation.context import RunContext, joint_batches
 from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels
 from drsl.adaptation.pseudo_labels import (
     complete_set,
@@ -111,12 +111,8 @@ def run_rounds(ctx: RunContext) -> None:
             ctx.trainer.save(keep_numbered=False)
         folder = prepare_round(ctx, round_index)
         view = SeededView(ctx.target, transform, prepare=PseudoLabelLoader(folder))  # type: ignore[arg-type]
-        start = ctx.trainer.iteration
         ctx.trainer.fit(
-            joint_batches(
-                source_batches(ctx),
-                batches(view, config, config.seed + 1, start, ctx.dist),
-            ),
+            joint_batches(ctx, view),
             until=end,
             description=f"round {round_index + 1}/{config.adapt.rounds}",
         )
