@@ -90,3 +90,19 @@ def test_label_counts_are_cached_and_recomputed_when_stale(tmp_path: Path) -> No
     stored["names"] = stored["names"][:-1]
     cache.write_text(json.dumps(stored))
     np.testing.assert_array_equal(cached_class_pixel_counts(dataset, cache, is_main=True)[0], counts)
+    cache.write_text("{not json")  # a damaged cache is counted again, not a traceback
+    np.testing.assert_array_equal(cached_class_pixel_counts(dataset, cache, is_main=True)[0], counts)
+
+
+def test_relabelled_files_under_the_same_names_are_counted_again(tmp_path: Path) -> None:
+    write_gta5(tmp_path / "src", n=3, size=(10, 12))
+    dataset = build_dataset(DatasetConfig(layout="gta5", root=str(tmp_path / "src")), load_class_set("cityscapes19"))
+    cache = tmp_path / "counts.json"
+    before, _ = cached_class_pixel_counts(dataset, cache, is_main=True)
+    write_gta5(tmp_path / "src", n=3, size=(10, 12), seed=7)
+    dataset = build_dataset(DatasetConfig(layout="gta5", root=str(tmp_path / "src")), load_class_set("cityscapes19"))
+    after, _ = cached_class_pixel_counts(dataset, cache, is_main=True)
+    for i in range(len(dataset)):
+        _, label = dataset.load(i)
+        np.testing.assert_array_equal(after[i], np.bincount(label.ravel(), minlength=256)[:19])
+    assert not np.array_equal(before, after)

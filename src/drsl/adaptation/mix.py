@@ -142,6 +142,6 @@ def run_mix(ctx: RunContext) -> None:
     level = confidence_score(threshold) * LEVELS_PER_NAT
 
     def keep(predicted: Tensor, levels: Tensor) -> Tensor:
-        return torch.where(levels > level, predicted.long(), IGNORE_INDEX)  # vetoed pixels are 255
+        return torch.where(levels >= level, predicted.long(), IGNORE_INDEX)  # vetoed pixels are 255
 
-    report_teacher_quality(ctx, f"teacher confidence > {threshold}", keep)
+    report_teacher_quality(ctx, f"teacher confidence >= {threshold}", keep)

@@ -22,6 +22,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from drsl.config import ConfigError
+from drsl.data.digest import samples_digest
 from drsl.engine.distributed import barrier
 from drsl.engine.logging import progress
 from drsl.engine.seeding import derived_seed
@@ -58,22 +59,25 @@ def cached_class_pixel_counts(
     The main process counts and writes the cache; the others wait for it (one read of the labels).
     """
     names = [sample.name for sample in dataset.samples]
+    files = samples_digest(dataset.samples)  # relabelled files under the same names are counted again
 
     def read() -> tuple[np.ndarray, np.ndarray] | None:
-        if not cache.is_file():
-            return None
-        stored = json.loads(cache.read_text())
-        fits = stored.get("names") == names and stored.get("classes") == list(dataset.classes.names)
-        if not fits or "pixels" not in stored:
-            return None
-        return np.array(stored["counts"], dtype=np.int64), np.array(stored["pixels"], dtype=np.int64)
+        try:
+            stored = json.loads(cache.read_text())
+            fits = (stored.get("names") == names and stored.get("files") == files
+                    and stored.get("classes") == list(dataset.classes.names))
+            if not fits:
+                return None
+            return np.array(stored["counts"], dtype=np.int64), np.array(stored["pixels"], dtype=np.int64)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None  # missing, damaged or foreign: counted again
 
     result = read() if is_main else None
     if is_main and result is None:
         result = class_pixel_counts(dataset)
         atomic_write_json(cache, {
-            "names": names, "classes": list(dataset.classes.names), "counts": result[0].tolist(),
-            "pixels": result[1].tolist(),
+            "names": names, "files": files, "classes": list(dataset.classes.names),
+            "counts": result[0].tolist(), "pixels": result[1].tolist(),
         })
     barrier()
     if result is None:
