@@ -151,7 +151,7 @@ class StrongAugment:
         ])
 
 
-def confidence_score(threshold: float) -> float:
+def threshold_score(threshold: float) -> float:
     """The score -log(1 - p) of confidence ``threshold`` (the scale :func:`fuse` ranks pixels on)."""
     return -math.log1p(-threshold)
 
@@ -159,7 +159,7 @@ def confidence_score(threshold: float) -> float:
 def confident_pixels(score: Tensor, predicted: Tensor, threshold: float) -> Tensor:
     """(B, H, W) bool: teacher confidence at or above ``threshold`` (DAFormer's ``ge``) and not
     vetoed by a fusion rule."""
-    return (score >= confidence_score(threshold)) & (predicted != IGNORE_INDEX)
+    return (score >= threshold_score(threshold)) & (predicted != IGNORE_INDEX)
 
 
 def confident_share(confident: Tensor) -> Tensor:

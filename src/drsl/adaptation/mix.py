@@ -29,12 +29,12 @@ from torch import Tensor, nn
 from drsl.adaptation.classmix import (
     StrongAugment,
     class_mix_masks,
-    confidence_score,
     confident_pixels,
     confident_share,
     mix,
     pseudo_weights,
     step_generator,
+    threshold_score,
 )
 from drsl.adaptation.context import RunContext, hide_target_labels, joint_batches
 from drsl.adaptation.pseudo_label_pass import report_teacher_quality
@@ -139,7 +139,7 @@ def run_mix(ctx: RunContext) -> None:
         description="mix",
     )
     threshold = config.adapt.mix.confidence_threshold
-    level = confidence_score(threshold) * LEVELS_PER_NAT
+    level = threshold_score(threshold) * LEVELS_PER_NAT
 
     def keep(predicted: Tensor, levels: Tensor) -> Tensor:
         return torch.where(levels >= level, predicted.long(), IGNORE_INDEX)  # vetoed pixels are 255
