@@ -106,6 +106,30 @@ def test_mistaken_commands_change_no_file_of_a_finished_run(
     assert {path: file_hashes(path) for path in before} == before
 
 
+def test_predictions_never_land_in_the_datasets_of_the_checkpoints_run(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = runs["drsl"].parent
+    ckpt = str(runs["drsl"] / "checkpoints" / "latest.pt")
+    (tmp_path / "photo").mkdir()
+    save_image(tmp_path / "photo" / "street.png", random_image((24, 32), np.random.default_rng(5)))
+    before = {path: file_hashes(path) for path in (root / "src", root / "tgt")}
+    for argv, words in [
+        (["predict", ckpt, str(tmp_path / "photo"), "--out", str(root / "tgt")],
+         "tgt: the checkpoint's run reads it (data.target.root)"),
+        (["predict", ckpt, str(tmp_path / "photo"), "--out", str(root / "tgt" / "gtFine")],
+         "lies inside " + str(root / "tgt") + ", which the checkpoint's run reads (data.target.root)"),
+        (["predict", ckpt, str(tmp_path / "photo"), "--out", str(root / "src" / "preds")],
+         "which the checkpoint's run reads (data.source.root)"),
+        (["pseudo-label", ckpt, "--out", str(root / "src" / "pl")],
+         "which the checkpoint's run reads (data.source.root)"),
+    ]:
+        code, err = run_cli(argv, capsys)
+        assert one_line_error(code, err) and words in err, (argv, err)
+    assert {path: file_hashes(path) for path in before} == before
+    assert not (root / "src" / "preds").exists() and not (root / "src" / "pl").exists()
+
+
 def test_an_output_is_never_an_input(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)

@@ -239,12 +239,12 @@ def pseudo_label_checkpoint(
     """
     from drsl.adaptation.pseudo_label_pass import generate_pseudo_labels
     from drsl.data.registry import build_dataset
-    from drsl.engine.outputs import check_output
+    from drsl.engine.outputs import check_data_output, check_output
 
     model = load_model(checkpoint, config, overrides, device)
     cfg = model.config
-    target_root = cfg.data.target.root if cfg.data.target is not None else None
-    check_output(out, [("the checkpoint", checkpoint), ("data.target.root", target_root)], folder=True)
+    check_output(out, [("the checkpoint", checkpoint)], folder=True)
+    check_data_output(out, cfg, folder=True)
     if cfg.data.target is None:
         raise CheckpointError(f"the config of {checkpoint} has no data.target: pass --config")
     fusion = fusion or (cfg.adapt.pseudo_label.fusion if model.has_modes else "none")

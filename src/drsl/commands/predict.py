@@ -22,7 +22,7 @@ from drsl.data.errors import DataError
 from drsl.data.io import IMAGE_SUFFIXES, image_size, read_image
 from drsl.data.video import is_video
 from drsl.engine.logging import progress
-from drsl.engine.outputs import check_output
+from drsl.engine.outputs import check_data_output, check_output
 from drsl.errors import listed
 from drsl.fileio import atomic_write_bytes, atomic_write_png, not_a_file, walk_files
 from drsl.viz.grid import Tile, labelled_grid
@@ -276,11 +276,14 @@ def run(args: argparse.Namespace) -> int:
     check_output(out_dir, inputs, folder=True, inside_inputs=True)
     for kind in OUTPUT_KINDS:
         check_output(out_dir / kind, inputs, folder=True, whole=True, inside_inputs=True)
+    model = load_model(args.checkpoint, args.config, inference_overrides(args), args.device)
+    check_data_output(out_dir, model.config, folder=True)
+    for kind in OUTPUT_KINDS:
+        check_data_output(out_dir / kind, model.config, folder=True, whole=True)
     found = discover(args.inputs, out_dir)
     problems = found.problems
     batches, unreadable = size_batches(found.images, args.batch_size)
     problems += unreadable
-    model = load_model(args.checkpoint, args.config, inference_overrides(args), args.device)
     num_modes = model.module.regularizer.num_modes if model.has_modes else None
     writer = PredictionWriter(out_dir, model.classes, num_modes, args.panels, args.alpha)
     done = 0

@@ -150,6 +150,13 @@ def run_inputs(config: Config) -> list[tuple[str, str | None]]:
     return found
 
 
+def check_data_output(path: str | Path, config: Config, *, folder: bool = False, whole: bool = False) -> None:
+    """:func:`check_output` against what a run of ``config`` (a checkpoint's) reads: what a command
+    derives from a checkpoint (predictions, pseudo-labels) never lands in, on or around its run's
+    datasets, list files or class files, where a later run would read it as data."""
+    check_output(path, run_inputs(config), folder=folder, whole=whole, reader="the checkpoint's run")
+
+
 def _refused(path: Path, why: str) -> OutputError:
     return OutputError(errno.EEXIST, why, str(path))
 
@@ -157,6 +164,7 @@ def _refused(path: Path, why: str) -> OutputError:
 def check_output(
     path: str | Path, inputs: Inputs = (), *, folder: bool = False, whole: bool = False,
     inside_inputs: bool = False, writer: str | None = None, run_folder: bool = False,
+    reader: str = "this command",
 ) -> None:
     """An OSError (:class:`OutputError` for the rules here) naming ``path`` when the command may
     not write it.
@@ -167,6 +175,7 @@ def check_output(
     may write inside an input folder (it never reads its own outputs back). ``writer``: the
     command, which may write the run files it is the writer of (``report``: a run's report).
     ``run_folder``: the output is a run directory (``drsl train``), which may hold a run already.
+    ``reader``: who reads ``inputs``, for messages (e.g. the run a checkpoint comes from).
     """
     path = Path(path)
     check_writable(path, folder)
@@ -174,11 +183,11 @@ def check_output(
     existing = list(_existing(inputs))
     for role, given, real in existing:
         if real == target:
-            raise _refused(path, f"this command reads it ({role}); write the output elsewhere")
+            raise _refused(path, f"{reader} reads it ({role}); write the output elsewhere")
         if not inside_inputs and given.is_dir() and target.is_relative_to(real):
-            raise _refused(path, f"lies inside {given}, which this command reads ({role}); write the output elsewhere")
+            raise _refused(path, f"lies inside {given}, which {reader} reads ({role}); write the output elsewhere")
         if whole and not run_folder and real.is_relative_to(target):
-            raise _refused(path, f"holds {given}, which this command reads ({role}); write the output elsewhere")
+            raise _refused(path, f"holds {given}, which {reader} reads ({role}); write the output elsewhere")
         if whole and run_folder and (owner := run_owner(real)) is not None and owner[0] == target:
             raise _refused(path, f"replacing its run would delete {given} ({role}), which this run reads; copy it elsewhere first")
     if not run_folder and target.is_dir() and is_run_folder(target):
