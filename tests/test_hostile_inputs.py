@@ -16,13 +16,16 @@ import torch
 
 from drsl.adaptation.pseudo_label_pass import pass_fingerprint
 from drsl.cli import main
-from drsl.config import ConfigError, EvalConfig, load_config
+from drsl.commands import predict
+from drsl.config import ConfigError, DatasetConfig, EvalConfig, load_config
 from drsl.configs import resolve_config_path
 from drsl.data.classes import CLASS_SET_DIR, bind_class_set, load_class_set
 from drsl.data.digest import SAMPLE_BYTES, file_digest
+from drsl.data.errors import DataError
+from drsl.data.io import image_size, read_image, read_label
 from drsl.data.registry import build_dataset
 from drsl.yaml_io import MAX_ALIAS_EXPANSION, load_yaml
-from fixtures import file_hashes, random_image, save_image, train_args, write_uda_root
+from fixtures import file_hashes, random_image, save_image, train_args, write_folder, write_uda_root
 
 SOURCE_ONLY = "synth/source_only"
 
@@ -338,3 +341,22 @@ def test_a_scale_that_leaves_a_few_pixels_is_refused(data: Path, tmp_path: Path,
                                     "--out", str(out)], capsys))
     assert "scale 1e-09" in line and "40x40" in line
     assert not out.exists()
+
+
+def test_a_folder_named_like_an_image_is_searched_never_read(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    images = save_image(tmp_path / "in" / "street.png", random_image((12, 16), rng)).parent
+    (images / "frame.png").mkdir()
+    save_image(images / "clip.png" / "inner.png", random_image((12, 16), rng))
+    found = predict.discover([str(images)], tmp_path / "out")
+    assert [(i.name, i.path.is_file()) for i in found.images] == [("clip.png/inner", True), ("street", True)]
+    assert not found.problems and not found.ignored and not found.videos
+    for read in (read_image, read_label, image_size):
+        with pytest.raises(DataError, match="frame.png: is a folder, not an image file"):
+            read(images / "frame.png")
+    dataset = write_folder(tmp_path / "mine", n=2)
+    (dataset.root / "images" / "frame.png").mkdir()
+    (dataset.root / "masks" / "frame.png").mkdir()
+    built = build_dataset(DatasetConfig(layout="folder", root=str(dataset.root), class_map=str(dataset.class_map)),
+                          load_class_set("cityscapes19"))
+    assert [s.name for s in built.samples] == dataset.names and not built.problems

@@ -107,6 +107,7 @@ def not_a_file(path: str | Path, noun: str = "file", missing: str = "does not ex
     path = Path(path)
     if path.is_file():
         return None
+    article = "an" if noun[:1] in "aeiou" else "a"
     if path.is_symlink():
         try:
             path.stat()
@@ -115,9 +116,9 @@ def not_a_file(path: str | Path, noun: str = "file", missing: str = "does not ex
                 return "is a symbolic link loop"
             return f"is a dangling symbolic link (to {os.readlink(path)}, which does not exist)"
     if path.is_dir():
-        return f"is a folder, not a {noun}"
+        return f"is a folder, not {article} {noun}"
     if path.exists():
-        return f"is not a regular file (a device, socket or pipe), not a {noun}"
+        return f"is not a regular file (a device, socket or pipe), not {article} {noun}"
     return missing
 
 

@@ -38,7 +38,10 @@ _LABEL_MODES = {
 
 @contextmanager
 def _open(path: str | Path) -> Iterator[Image.Image]:
-    """PIL-open ``path``, turning missing, truncated, corrupt or non-image files into DataError."""
+    """PIL-open ``path``, turning missing, truncated, corrupt or non-image files, and what is no
+    file (a folder named like an image, a dangling link), into DataError."""
+    if (reason := not_a_file(path, "image file", missing="file not found")) is not None:
+        raise DataError(path, reason)
     try:
         with Image.open(path) as image:
             yield image
