@@ -14,8 +14,12 @@ import torch
 from PIL import Image
 
 from drsl.cli import main
-from drsl.config import load_config
+from drsl.config import ConfigError, load_config
 from drsl.configs import resolve_config_path
+from drsl.data.classes import load_class_set
+from drsl.data.errors import DataError
+from drsl.data.folder import read_class_map
+from drsl.data.gta5 import GTA5Dataset
 from drsl.training import run_training
 from fixtures import truncate, write_gta5, write_uda_root
 
@@ -178,6 +182,26 @@ def test_binary_files_as_config_or_list(data: Path, tmp_path: Path, capsys: pyte
     assert "not a UTF-8 text file" in one_line(*run_cli(["train", str(binary)], capsys))
     line = one_line(*run_cli(["train", "synth/source_only", *base(data, tmp_path / "w"), f"data.source.list_file={binary}"], capsys))
     assert str(binary) in line and "not a UTF-8 text file" in line
+
+
+def test_text_files_that_cannot_be_read_say_so_alike(data: Path, tmp_path: Path) -> None:
+    binary, missing = tmp_path / "blob.bin", tmp_path / "missing.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    classes = load_class_set("cityscapes19")
+    readers = {
+        "config file": (load_config, ConfigError),
+        "class file": (lambda path: load_class_set(str(path)), ConfigError),
+        "class map": (lambda path: read_class_map(path, classes), DataError),
+        "list file": (lambda path: GTA5Dataset(data / "src", list_file=path), DataError),
+    }
+    for what, (read, error) in readers.items():
+        with pytest.raises(error) as raised:
+            read(binary)
+        assert str(raised.value) == f"{binary}: {what} is not a UTF-8 text file (a binary file?)"
+        if what != "class file":  # a class file that is not there is no class file at all
+            with pytest.raises(error) as raised:
+                read(missing)
+            assert str(raised.value) == f"{missing}: cannot read {what} (No such file or directory)"
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from drsl.errors import parse_problem, shorten
+from drsl.fileio import read_text_file
 from drsl.yaml_io import load_yaml
 
 
@@ -688,13 +689,13 @@ def merge_root(config: Config, data: dict[str, Any]) -> Config:
     return merge_dict(config, rename_keys(data))
 
 
+def file_error(path: Path, problem: str) -> ConfigError:
+    """A ConfigError naming a file and its problem (``PATH: PROBLEM``)."""
+    return ConfigError(f"{path}: {problem}")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not a UTF-8 text file (a binary file?)") from None
+    text = read_text_file(path, "config file", file_error)
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:

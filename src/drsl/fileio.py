@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,19 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "is a file, where a folder is needed", str(existing))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "cannot write here (permission denied or read-only)", str(existing))
+
+
+def read_text_file(path: str | Path, what: str, error: Callable[[Path, str], Exception]) -> str:
+    """The UTF-8 text of ``path``; a file that cannot be read or is not UTF-8 text raises
+    ``error(path, problem)``, the problem naming ``what`` it is (e.g. "class file")."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problem = f"cannot read {what} ({exc.strerror})"
+    except UnicodeDecodeError:
+        problem = f"{what} is not a UTF-8 text file (a binary file?)"
+    raise error(path, problem) from None
 
 
 def not_a_file(path: str | Path, noun: str = "file", missing: str = "does not exist") -> str | None:

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from drsl.config import ConfigError
 from drsl.data.classes import DEFAULT_CLASS_SET, ClassSet, load_class_set
 from drsl.data.errors import DataError, LabelValueError
-from drsl.fileio import not_a_file, walk_files
+from drsl.fileio import not_a_file, read_text_file, walk_files
 from drsl.data.io import IMAGE_SUFFIXES, image_size, read_image, read_label
 from drsl.data.labels import IGNORE_INDEX, apply_lookup, lookup_table
 from drsl.data.transforms import PairTransform, resize_pair
@@ -230,12 +230,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         self, candidates: list[Sample], list_file: Path
     ) -> tuple[list[Sample], list[Problem]]:
         """Keep the candidates named in ``list_file``; listed names not found are problems."""
-        try:
-            lines = list_file.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise DataError(list_file, f"cannot read list file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise DataError(list_file, "list file is not a UTF-8 text file (a binary file?)") from None
+        lines = read_text_file(list_file, "list file", DataError).splitlines()
         wanted = {
             self._list_name(line) for line in lines if line.strip() and not line.startswith("#")
         }

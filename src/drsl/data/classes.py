@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from drsl.config import Config, ConfigError
+from drsl.config import Config, ConfigError, file_error
 from drsl.data.labels import IGNORE_INDEX, lookup_table
 from drsl.errors import listed, parse_problem, shorten
-from drsl.fileio import atomic_write_text
+from drsl.fileio import atomic_write_text, read_text_file
 from drsl.plugins import Registry
 from drsl.yaml_io import load_yaml
 
@@ -242,19 +242,16 @@ def _load_file(path: Path) -> ClassSet:
     try:
         stat = path.stat()
     except OSError as exc:
-        raise ConfigError(f"cannot read class file {path}: {exc.strerror}") from None
+        raise file_error(path, f"cannot read class file ({exc.strerror})") from None
     return _parse_file(path, stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=32)
 def _parse_file(path: Path, mtime_ns: int, size: int) -> ClassSet:
     """The class set in ``path`` as of ``mtime_ns`` and ``size`` (the cache key)."""
+    text = read_text_file(path, "class file", file_error)
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read class file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"class file {path} is not a UTF-8 text file (a binary file?)") from None
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"class file {path} is not valid YAML: {parse_problem(exc)}") from None
     return parse_class_set(data, str(path))

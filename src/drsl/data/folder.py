@@ -28,6 +28,7 @@ from drsl.data.errors import DataError
 from drsl.data.io import IMAGE_SUFFIXES, read_label
 from drsl.data.labels import IGNORE_INDEX
 from drsl.errors import parse_problem, shorten
+from drsl.fileio import read_text_file
 from drsl.yaml_io import load_yaml
 
 CLASS_MAP_NAMES = ("class_map.yaml", "class_map.yml", "class_map.json")
@@ -36,12 +37,7 @@ CLASS_MAP_NAMES = ("class_map.yaml", "class_map.yml", "class_map.json")
 def read_class_map(path: str | Path, classes: ClassSet) -> dict[int, int]:
     """Parse a YAML/JSON class map into {raw value: class id}, validating keys and values."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(path, f"cannot read class map ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "class map is not a UTF-8 text file (a binary file?)") from None
+    text = read_text_file(path, "class map", DataError)
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
