@@ -24,7 +24,7 @@ from drsl.data.classes import bind_class_set, load_class_set
 from drsl.engine.outputs import check_output, is_run_folder, run_outputs, run_owner
 from drsl.errors import OutputError
 from drsl.fileio import not_a_file, walk_files
-from fixtures import file_hashes, random_image, save_image, write_folder, write_gta5
+from fixtures import file_hashes, random_image, save_image, train_args, write_folder, write_gta5
 from test_predict import train_tiny_runs
 
 
@@ -48,12 +48,8 @@ def one_line_error(code: int, err: str) -> bool:
 
 
 def tiny_train(root: Path, work: Path, *extra: str) -> list[str]:
-    return [
-        "train", "synth/source_only", f"data.source.root={root}/src", f"data.val.root={root}/tgt",
-        "data.target=null", "data.batch_size=2", "data.num_workers=0", "train.iterations=2",
-        "model.light_width=1", "data.source_augment.crop_size=[32,32]", "train.checkpoint_every=2",
-        f"work_dir={work}", *extra,
-    ]
+    """``drsl train`` of :func:`fixtures.train_args`' few-second source-only run."""
+    return ["train", "synth/source_only", *train_args(root, work), *extra]
 
 
 # -- A. outputs are guarded ------------------------------------------------------------------
