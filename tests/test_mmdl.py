@@ -107,7 +107,7 @@ def test_modes_stay_in_use_and_recover_clusters(mean_update: str) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert (reg.mode_usage() > 0.1).all()
+    assert (reg.usage > 0.1).all()
     reg.eval()
     feats, cls, cluster = _cluster_batch(gen, centres, b=8)
     with torch.no_grad():
@@ -142,7 +142,7 @@ def test_state_dict_round_trip(mean_update: str) -> None:
     copy = DRSLRegularizer(6, 3, cfg, seed=2)
     copy.load_state_dict(reg.state_dict())
     reg.eval(), copy.eval()
-    assert torch.equal(copy.mode_usage(), reg.mode_usage())
-    assert not torch.allclose(reg.mode_usage(), torch.full((3, 3), 1 / 3))
+    assert torch.equal(copy.usage, reg.usage)
+    assert not torch.allclose(reg.usage, torch.full((3, 3), 1 / 3))
     assert torch.equal(copy.class_posterior(feats), reg.class_posterior(feats))
     assert torch.equal(copy.mode_map(feats, labels), reg.mode_map(feats, labels))

@@ -120,7 +120,7 @@ def test_full_size_batches(batch: int) -> None:
     loss, logs = reg(src, src_y, tgt, tgt_y, step=10)
     loss.backward()
     assert torch.isfinite(loss) and logs["sma_pairs"] > 0
-    assert reg.mode_usage().shape == (19, 5)
+    assert reg.usage.shape == (19, 5)
     assert reg.class_posterior(src).shape == (batch, 19, 65, 65)
 
 
@@ -166,4 +166,4 @@ def test_config_variants_train(options: dict) -> None:
     loss, logs = reg(src, src_y, tgt, tgt_y)
     loss.backward()
     assert torch.isfinite(loss) and logs["sma_pairs"] > 0 and tgt.grad.abs().sum() > 0
-    assert torch.allclose(reg.mode_usage().sum(1), torch.ones(3))
+    assert torch.allclose(reg.usage.sum(1), torch.ones(3))

@@ -60,7 +60,8 @@ class DRSLRegularizer(nn.Module):
     ``seed`` seeds the mode-mean initialisation and the generator that draws SMA samples. That
     generator lives on the device of the features (one of its own is seeded alike on first use
     on another device); its state is read and restored with :meth:`get_rng_state` /
-    :meth:`set_rng_state`.
+    :meth:`set_rng_state`. The buffer ``usage`` (saved with the weights) holds the running
+    fraction (C, K) of each class's labelled pixels assigned to each mode.
     """
 
     def __init__(self, in_channels: int, num_classes: int, cfg: DRSLConfig, seed: int = 0) -> None:
@@ -93,10 +94,6 @@ class DRSLRegularizer(nn.Module):
         if state is not None and state.numel() == self.generator.get_state().numel():
             self.generator.set_state(state)
         return self.generator
-
-    def mode_usage(self) -> Tensor:
-        """Running fraction (C, K) of each class's labelled pixels assigned to each mode."""
-        return self.usage
 
     def class_posterior(self, feats: Tensor) -> Tensor:
         """``p(c | z)`` (B, C, h, w) of encoder features (B, F, h, w)."""
