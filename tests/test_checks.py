@@ -141,3 +141,4 @@ def test_the_validation_mask_check_is_bounded_in_time(tmp_path: Path, caplog: py
     with caplog.at_level("INFO", logger="drsl"):
         assert check_validation_masks(dataset, seconds=-1) == 0
     assert "checked 0 of 6 validation masks" in caplog.text and "read at the first evaluation" in caplog.text
+    assert {r.name for r in caplog.records} == {"drsl"}  # the console line reads "INFO drsl: ...", like the rest

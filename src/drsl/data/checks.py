@@ -33,7 +33,7 @@ from drsl.fileio import (
     atomic_write_bytes, atomic_write_json, atomic_write_png, atomic_write_text, require_free_folder, staged_folder,
 )
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger("drsl")
 
 @dataclass
 class CheckReport:
@@ -215,10 +215,10 @@ def check_validation_masks(dataset: SegmentationDataset, seconds: float = VAL_CH
             checked += len(chunk)
     elapsed = time.perf_counter() - start
     if checked < len(masks):
-        logger.info("checked %d of %d validation masks in %.0f s (spread over the set); the others are read at "
-                    "the first evaluation", checked, len(masks), elapsed)
+        log.info("checked %d of %d validation masks in %.0f s (spread over the set); the others are read at "
+                 "the first evaluation", checked, len(masks), elapsed)
     else:
-        logger.debug("checked all %d validation masks in %.1f s", checked, elapsed)
+        log.debug("checked all %d validation masks in %.1f s", checked, elapsed)
     return checked
 
 
