@@ -89,6 +89,7 @@ class SeededView(Dataset):
         """``sample`` (changed in place) with its image and label transformed under ``sample_seed``."""
         if self.transform is not None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed)
+                # The CPU generator only: torch.manual_seed would also queue lazy accelerator seeding per sample.
+                torch.default_generator.manual_seed(sample_seed)
                 sample["image"], sample["label"] = self.transform(sample["image"], sample["label"])
         return sample
