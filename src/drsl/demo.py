@@ -72,6 +72,8 @@ def run_demo(out: Path, seed: int = 0, overwrite: bool = False) -> dict[str, flo
     report = out / "report.html"
     write_report([source_dir, *(out / method for method in DEMO_METHODS)], report)
     log.info("report written to %s", report)
+    control = results[CONTROL]
     for method, miou in results.items():
-        print(f"{method:22s} target-val mIoU(19) = {100 * miou:.1f}%")
+        margin = "" if method in ("source_only", CONTROL) else f"  ({100 * (miou - control):+.1f} over the control)"
+        print(f"{method:22s} target-val mIoU(19) = {100 * miou:.1f}%{margin}")
     return results
