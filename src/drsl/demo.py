@@ -20,7 +20,10 @@ log = logging.getLogger("drsl")
 
 
 #: Shorter schedules and a smaller benchmark than the packaged configs and `drsl bench compare`, so
-#: that the whole job, install included, fits in 15 minutes on 2 CPU cores (README, BENCHMARKS.md).
+#: that the whole job, install included, fits in 10 minutes on 2 CPU cores (about 6, BENCHMARKS.md).
+#: At this budget the adaptation rows end level with the control; the schedules where they pull
+#: ahead (1200+ iterations from a 1500-iteration start) take about three times the budget
+#: (docs/experiments.md, "The main job's margins").
 #: The rows that start from the source-only model, in the report's order (`drsl bench compare`
 #: variants): the equal-budget control (source-only continued for the mixing host's schedule), then
 #: the best host (mixing) without and with the DRSL regulariser. CBST (the rounds host) is left to
